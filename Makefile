@@ -1,0 +1,34 @@
+# The two commands of the README: `make reproduce` and `make test`. Both build .venv from nothing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROFILE ?= quick
+
+.PHONY: install test test-fast reproduce book clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[cpu,book,dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# the package only: skips the notebook, book and browser tests
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+reproduce: $(STAMP)
+	$(BIN)/ulvm reproduce --profile $(PROFILE)
+	$(MAKE) book
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W --keep-going
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+clean:
+	rm -rf _build book/executed figures/generated

@@ -1,0 +1,42 @@
+"""Where code runs: device choice, seeding and a description of the machine for results files."""
+from __future__ import annotations
+
+import platform
+import random
+
+import numpy as np
+import torch
+
+from .errors import UlvmError
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UlvmError(f"device {device!r} asked for, but torch sees no CUDA GPU "
+                        f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def describe_machine(device: torch.device | str = "cpu") -> dict:
+    """What ran it: recorded next to every number we report."""
+    device = torch.device(device)
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
