@@ -1,0 +1,137 @@
+"""Checkpoints: what a run writes every epoch, how it is read back, and loading official weights.
+
+A run folder (`ulvm.train.fit`) holds `last.pt` (the state after the latest finished epoch: model,
+optimizer, scheduler, every random-number state, epoch, history, config) and `best.pt` (the same at the
+epoch with the lowest validation loss — the paper's model selection). Both are written atomically
+(`ulvm.io.atomic_torch_save`: temp file + rename), so a run killed at any instant leaves the previous
+epoch's files intact, and resuming from `last.pt` reproduces the uninterrupted run exactly on CPU.
+
+Everything stored is plain (tensors, numbers, strings, lists, dicts), so every file is read with
+`torch.load(..., weights_only=True)`: loading a checkpoint never runs code from it.
+
+`load_model_state(model, path_or_state)` is the one way weights enter a model: our checkpoints, the
+official UltraLight VM-UNet `best.pth` (a plain state dict saved from `model.module`), its
+`latest.pth` (`{"model_state_dict": ...}`), or any dict wrapping the weights under `"model"`/`"state_dict"`,
+with or without the `module.` prefix of `nn.DataParallel`.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from .errors import RunError
+from .io import atomic_torch_save
+
+FORMAT = "ulvm-checkpoint/1"
+_WRAPPER_KEYS = ("model", "model_state_dict", "state_dict")
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """`torch.load(path, weights_only=True)` with a clear error naming the file when it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated file, not a torch file, or objects weights_only refuses
+        raise RunError(f"{path}: cannot read checkpoint with weights_only=True "
+                       f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def save_checkpoint(path: str | Path, **content: Any) -> Path:
+    """Write a checkpoint dict atomically, tagged with the format version."""
+    return atomic_torch_save({"format": FORMAT, **content}, path)
+
+
+def extract_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model weights inside any of the accepted layouts, without `module.` prefixes."""
+    state = checkpoint
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunError(f"{source}: no model state dict found (expected tensors, possibly under one of "
+                       f"{', '.join(map(repr, _WRAPPER_KEYS))})")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_model_state(model: torch.nn.Module, path_or_state: str | Path | Mapping[str, Any]) -> torch.nn.Module:
+    """Load weights into `model` (strict: every key and shape must match) and return it."""
+    if isinstance(path_or_state, (str, Path)):
+        source = str(path_or_state)
+        checkpoint = read_checkpoint(path_or_state)
+    else:
+        source, checkpoint = "state dict", path_or_state
+    state = extract_state_dict(checkpoint, source)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        def first(keys):
+            return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+        details = [f"{label}: {first(keys)}" for label, keys in
+                   (("missing", missing), ("unexpected", unexpected), ("shape differs", wrong_shape)) if keys]
+        raise RunError(f"{source}: weights do not fit this model ({'; '.join(details)}); "
+                       "check parallel / bridge / c_list against the run that wrote them")
+    model.load_state_dict(state)
+    return model
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "checkpoint"):
+    """`(model, config)` from one of our checkpoints: the model its config describes, with its weights."""
+    from .config import Config
+    from .train import build_model
+
+    config = Config.from_dict(checkpoint.get("config", {}), source=source)
+    model = build_model(config)
+    load_model_state(model, checkpoint)
+    return model.eval(), config
+
+
+def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"):
+    """The model of a run folder and its config: `(model, config)`.
+
+    `which` = "best" (lowest validation loss, what the paper tests) or "last".
+    """
+    path = Path(run_dir) / f"{which}.pt"
+    model, config = model_from_checkpoint(read_checkpoint(path), source=str(path))
+    return model.to(device), config
+
+
+# --- random-number states: restoring them is what makes a resumed run equal an uninterrupted one ------
+
+def rng_states(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
+    """Every RNG the training loop draws from, as plain tensors/numbers (weights_only-safe)."""
+    numpy_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                  "pos": int(numpy_state["state"]["pos"]),
+                  "has_gauss": int(numpy_state["has_gauss"]), "gauss": float(numpy_state["gauss"])},
+        "torch": torch.get_rng_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_states(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": numpy_state["key"].numpy().astype(np.uint32),
+                                   "pos": numpy_state["pos"]},
+                         "has_gauss": numpy_state["has_gauss"], "gauss": numpy_state["gauss"]})
+    torch.set_rng_state(state["torch"])
+    for name, generator in generators.items():
+        generator.set_state(state["generators"][name])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
