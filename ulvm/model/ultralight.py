@@ -13,6 +13,9 @@ With the default channels (8, 16, 24, 32, 48, 64) and `parallel` = 1 / 2 / 4 it 
     decoder1-3   PVM + GN (+ bilinear up) + GELU, + skip        8², 16², 32²    48, 32, 24
     decoder4-5   Conv3x3 + GN + bilinear up + GELU, + skip      64², 128²       16, 8
     final        Conv1x1 + bilinear up + sigmoid                256²            num_classes
+
+`mixer="conv"` builds the same U-Net with 3x3 convolutions in place of every PVM layer: the plain baseline
+of the paper's plug-and-play claim (replacing convolutions by PVM layers), compared in chapter 03.
 """
 from __future__ import annotations
 
@@ -57,18 +60,23 @@ def official_init_(module: nn.Module) -> None:
 
 class UltraLightVMUNet(nn.Module):
     def __init__(self, num_classes: int = 1, input_channels: int = 3, c_list=PAPER_CHANNELS,
-                 split_att: str = "fc", bridge: bool = True, parallel: int = 4, backend: str = "auto"):
+                 split_att: str = "fc", bridge: bool = True, parallel: int = 4, backend: str = "auto",
+                 mixer: str = "pvm"):
         super().__init__()
         c = list(c_list)
         if len(c) != 6:
             raise ValueError(f"c_list needs 6 channel counts (one per stage), got {c_list!r}")
+        if mixer not in ("pvm", "conv"):
+            raise ValueError(f"mixer must be 'pvm' or 'conv', not {mixer!r}")
         self.bridge = bridge
-
-        def pvm(cin, cout):
-            return nn.Sequential(PVMLayer(cin, cout, parallel=parallel, backend=backend))
 
         def conv(cin, cout):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=1, padding=1))
+
+        def pvm(cin, cout):  # mixer "conv": the same U-Net with plain 3x3 convs in the deep stages too
+            if mixer == "conv":
+                return conv(cin, cout)
+            return nn.Sequential(PVMLayer(cin, cout, parallel=parallel, backend=backend))
 
         self.encoder1, self.encoder2, self.encoder3 = conv(input_channels, c[0]), conv(c[0], c[1]), conv(c[1], c[2])
         self.encoder4, self.encoder5, self.encoder6 = pvm(c[2], c[3]), pvm(c[3], c[4]), pvm(c[4], c[5])
