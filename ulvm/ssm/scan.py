@@ -66,24 +66,25 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """y = SelectiveScan(u; Δ, A, B, C) + D u, gated by silu(z). Same semantics as mamba-ssm's `selective_scan_fn`.
 
     Shapes: u, delta, z (batch, D, L); A (D, N); B, C (batch, N, L); D, delta_bias (D,). Returns (batch, D, L)
-    in u's dtype. The pure-PyTorch backends compute in fp32, like mamba-ssm's kernel.
+    in u's dtype. The pure-PyTorch backends compute in fp32 (fp64 inputs: in fp64), like mamba-ssm's kernel.
     """
     backend = resolve_backend(backend, u)
     if backend == "cuda":
         return cuda_kernels.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     _check_shapes(u, delta, A, B, C)
     dtype_in = u.dtype
-    u, delta = u.float(), delta.float()
+    work = torch.promote_types(dtype_in, torch.float32)   # fp16/bf16 -> fp32 as the kernel; fp64 stays fp64
+    u, delta = u.to(work), delta.to(work)
     if delta_bias is not None:
-        delta = delta + delta_bias[:, None].float()
+        delta = delta + delta_bias[:, None].to(work)
     if delta_softplus:
         delta = F.softplus(delta)
     scan = scan_reference if backend == "reference" else scan_parallel
-    y = scan(u, delta, A.float(), B.float(), C.float())              # (batch, D, L)
+    y = scan(u, delta, A.to(work), B.to(work), C.to(work))         # (batch, D, L)
     if D is not None:
-        y = y + u * D[:, None].float()
+        y = y + u * D[:, None].to(work)
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(work))
     return y.to(dtype_in)
 
 
