@@ -32,7 +32,7 @@ def test_state_dict_keys_are_the_official_ones():
         "encoder4.0.proj.weight": (32, 24),
         "decoder1.0.mamba.in_proj.weight": (64, 16),      # d_model = 64 / 4, 2·d_inner = 64
         "scab.catt.get_all_att.weight": (1, 1, 3),
-        "scab.catt.att1.weight": (8, 168),                # 8+16+24+32+48 pooled channels
+        "scab.catt.att1.weight": (8, 128),                # 8+16+24+32+48 pooled channels
         "scab.catt.att5.bias": (48,),
         "scab.satt.shared_conv2d.0.weight": (1, 2, 7, 7),
         "ebn5.weight": (48,), "dbn1.weight": (48,), "dbn5.weight": (8,),
