@@ -70,8 +70,12 @@ class Mamba(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(batch, L, d_model) -> (batch, L, d_model)."""
-        _, length, _ = hidden_states.shape
-        xz = self.in_proj(hidden_states).transpose(1, 2)                  # (batch, 2E, L)
+        batch, length, _ = hidden_states.shape
+        # in_proj as mamba-ssm computes it: one matmul, laid out so that each channel's sequence is contiguous
+        xz = (self.in_proj.weight @ hidden_states.reshape(batch * length, -1).t())    # (2E, batch·L)
+        xz = xz.view(-1, batch, length).transpose(0, 1)                   # (batch, 2E, L)
+        if self.in_proj.bias is not None:
+            xz = xz + self.in_proj.bias[:, None]
         A = -torch.exp(self.A_log.float())                                # (E, N), always < 0
         backend = resolve_backend(self.backend, hidden_states)
         if backend == "cuda" and self.use_fast_path and cuda_kernels.has_causal_conv1d():

@@ -1,0 +1,165 @@
+"""`ulvm bench`: whole-model speed, side by side in ONE process, with a correctness check for every path.
+
+Times, on whatever device is present, UltraLight VM-UNet (×4, 256², fp32) for inference at batch 1 and 8
+and for one training step at batch 8 (forward + BCE-Dice + backward + AdamW), for every available
+selective-scan path:
+
+    mamba-ssm fused     backend "cuda", use_fast_path=True: the official model's default path
+    mamba-ssm unfused   backend "cuda", use_fast_path=False
+    reference           our sequential scan (pure PyTorch; CPU: inference only, it is the slow baseline)
+    parallel            our associative scan (pure PyTorch)
+    parallel + graph    the same, recorded once and replayed as a CUDA graph (CUDA only)
+
+Every path's batch-1 output is compared with an fp64 run of the reference backend on the same weights and
+input (relative L2 error); a path above `MAX_REL_ERROR` is marked as not counted. Ratios are against
+the first path of the table measured in this process. Numbers depend on the machine: the JSON records it.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .losses import bce_dice_loss
+from .model import UltraLightVMUNet
+from .runtime import capture_cuda_graph, describe_machine, resolve_device
+from .ssm import cuda_kernels
+
+MAX_REL_ERROR = 1e-4     # fp32 tolerance of the benchmark (issue 6)
+
+
+@dataclass
+class Path:
+    name: str
+    backend: str
+    fast_path: bool = True
+    graph: bool = False
+    train: bool = True
+
+
+def available_paths(device: torch.device) -> list[Path]:
+    paths = []
+    if device.type == "cuda" and cuda_kernels.available():
+        if cuda_kernels.has_causal_conv1d():
+            paths.append(Path("mamba-ssm fused", "cuda", fast_path=True))
+        paths.append(Path("mamba-ssm unfused", "cuda", fast_path=False))
+    paths.append(Path("reference", "reference", train=device.type == "cuda"))
+    paths.append(Path("parallel", "parallel"))
+    if device.type == "cuda":
+        paths.append(Path("parallel + graph", "parallel", graph=True))
+    return paths
+
+
+def _configure(model: UltraLightVMUNet, path: Path) -> UltraLightVMUNet:
+    model.set_backend(path.backend)
+    for module in model.modules():
+        if hasattr(module, "use_fast_path"):
+            module.use_fast_path = path.fast_path
+    return model
+
+
+def time_ms(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of fn() in milliseconds, synchronising the GPU around each call."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _inference_fn(model, x, graph: bool):
+    def forward():
+        with torch.no_grad():
+            return model(x)
+    return capture_cuda_graph(forward) if graph else forward
+
+
+def _train_fn(model, x, y, graph: bool):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2, capturable=graph)
+
+    def step():
+        optimizer.zero_grad(set_to_none=not graph)   # a graph needs the .grad tensors to stay in place
+        loss = bce_dice_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return capture_cuda_graph(step) if graph else step
+
+
+def reference_output(model: UltraLightVMUNet, x: torch.Tensor) -> torch.Tensor:
+    """The fp64 reference: the sequential scan in float64, on the CPU, same weights and input."""
+    ref = copy.deepcopy(model).cpu().double().set_backend("reference").eval()
+    with torch.no_grad():
+        return ref(x.cpu().double())
+
+
+def rel_l2(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y = y.detach().cpu().double()
+    return float((y - ref).norm() / ref.norm())
+
+
+def run_benchmark(device: str = "auto", size: int = 256, repeats: int = 20, seed: int = 0,
+                  paths: list[str] | None = None, progress=print) -> dict:
+    device = resolve_device(device)
+    torch.manual_seed(seed)
+    base = UltraLightVMUNet(backend="parallel").to(device).eval()
+    x1 = torch.rand(1, 3, size, size, device=device) * 255
+    x8 = torch.rand(8, 3, size, size, device=device) * 255
+    y8 = (torch.rand(8, 1, size, size, device=device) > 0.5).float()
+    ref = reference_output(base, x1)
+
+    rows = []
+    for path in available_paths(device):
+        if paths and path.name not in paths:
+            continue
+        model = _configure(copy.deepcopy(base), path)
+        slow = path.backend == "reference"
+        reps = max(3, repeats // 5) if slow else repeats
+        row = {"path": path.name}
+        with torch.no_grad():
+            row["rel_l2_error"] = rel_l2(model(x1), ref)
+        row["counted"] = row["rel_l2_error"] <= MAX_REL_ERROR
+        row["infer_b1_ms"] = time_ms(_inference_fn(model, x1, path.graph), device, reps)
+        row["infer_b8_ms"] = time_ms(_inference_fn(model, x8, path.graph), device, reps)
+        if path.train:
+            model.train()
+            row["train_b8_ms"] = time_ms(_train_fn(model, x8, y8, path.graph), device, reps)
+        rows.append(row)
+        progress(format_row(row))
+    baseline = rows[0]
+    for row in rows:
+        for key in ("infer_b1_ms", "infer_b8_ms", "train_b8_ms"):
+            if key in row and key in baseline:
+                row[key.replace("_ms", "_speedup")] = baseline[key] / row[key]
+    return {"machine": describe_machine(device), "size": size, "repeats": repeats, "baseline": baseline["path"],
+            "max_rel_error": MAX_REL_ERROR, "rows": rows}
+
+
+def format_row(row: dict) -> str:
+    cells = [f"{row['path']:<18}"]
+    for key in ("infer_b1_ms", "infer_b8_ms", "train_b8_ms"):
+        cells.append(f"{row[key]:9.2f}" if key in row else f"{'-':>9}")
+    cells.append(f"{row['rel_l2_error']:9.1e}{'' if row['counted'] else ' (not counted)'}")
+    return " | ".join(cells)
+
+
+def format_table(result: dict) -> str:
+    machine = result["machine"]
+    where = machine.get("gpu") or f"{machine['cpu']} ({machine['cpu_threads']} threads)"
+    lines = [f"UltraLight VM-UNet x4, {result['size']}², fp32, torch {machine['torch']}, on {where}",
+             f"{'path':<18} | {'infer b1':>9} | {'infer b8':>9} | {'train b8':>9} | rel. error (ms; error vs fp64)"]
+    lines += [format_row(row) for row in result["rows"]]
+    lines.append(f"speed-up vs {result['baseline']!r}, measured in this process:")
+    for row in result["rows"]:
+        ratios = [f"{row[k]:.1f}x" if k in row else "-" for k in ("infer_b1_speedup", "infer_b8_speedup", "train_b8_speedup")]
+        lines.append(f"  {row['path']:<18} " + "  ".join(ratios))
+    return "\n".join(lines)
