@@ -1,0 +1,125 @@
+"""Preparation of every layout into the one prepared format; manifest reproducibility; loading."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_trees import make_folder, make_isic_tree
+from ulvm.cli import main as cli_main
+from ulvm.data import load_prepared, prepare
+from ulvm.errors import DataError
+
+
+def test_isic2017_tree_prepares_with_superpixels_ignored(tmp_path):
+    src = make_isic_tree(tmp_path / "raw", 12, year=2017)
+    out = prepare("isic2017", src, tmp_path / "prepared", size=64, counts=(8, 1, 3), folds=2, workers=1)
+    data = load_prepared(out)
+    assert len(data) == 12 and all(i.startswith("ISIC_") and "superpixels" not in i for i in data.ids)
+    assert data.images.shape == (12, 64, 64, 3) and data.images.dtype == np.uint8
+    assert data.masks.shape == (12, 64, 64) and data.masks.dtype == np.uint8
+    assert [len(data.indices(s)) for s in ("train", "val", "test")] == [8, 1, 3]
+    sizes = {tuple(s["source_size"]) for s in data.manifest["samples"]}
+    assert len(sizes) == 5  # the varying source sizes are recorded
+    # bilinear masks have soft edges, kept as they are (thresholded at use)
+    assert len(np.unique(data.masks)) > 2 and data.masks.min() == 0 and data.masks.max() == 255
+
+
+def test_isic_paper_counts_need_the_full_set(tmp_path):
+    src = make_isic_tree(tmp_path / "raw", 5, year=2018)
+    with pytest.raises(DataError, match=r"1815.*needs 2594 images, found 5"):
+        prepare("isic2018", src, tmp_path / "out", size=32)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_isic2017_full_size_tree_gets_the_paper_split(tmp_path):
+    src = make_isic_tree(tmp_path / "raw", 2000, year=2017)
+    data = load_prepared(prepare("isic2017", src, tmp_path / "out", size=32, folds=0))
+    assert {s: len(data.indices(s)) for s in data.split_names()} == {"train": 1250, "val": 150, "test": 600}
+
+
+def test_manifest_is_byte_identical_and_complete(tmp_path):
+    src = make_folder(tmp_path / "raw", 12, mask_suffix="_segmentation")
+    out = tmp_path / "prepared"
+    prepare("folder", src, out, size=32, counts=(8, 2, 2), folds=2, workers=1)
+    first = (out / "manifest.json").read_bytes()
+    prepare("folder", src, out, size=32, counts=(8, 2, 2), folds=2, workers=2, overwrite=True)
+    assert (out / "manifest.json").read_bytes() == first  # same inputs + seed => same bytes
+    manifest = json.loads(first)
+    assert manifest["command"].startswith("ulvm prepare folder --src ")
+    assert "--counts 8 2 2" in manifest["command"]
+    sample = manifest["samples"][0]
+    assert sample["image"] == "images/case000.png" and sample["mask"] == "masks/case000_segmentation.png"
+    assert len(sample["image_sha256"]) == 64 and sample["source_size"] == [40, 30]
+    prepare("folder", src, out, size=32, counts=(8, 2, 2), folds=2, seed=1, overwrite=True, workers=1)
+    assert json.loads((out / "manifest.json").read_bytes())["split"] != manifest["split"]
+
+
+def test_cli_prepare_records_its_command(tmp_path, capsys):
+    src = make_folder(tmp_path / "raw", 10)
+    out = tmp_path / "prepared"
+    assert cli_main(["prepare", "folder", "--src", str(src), "--out", str(out), "--size", "32",
+                     "--counts", "6", "2", "2", "--folds", "0", "--workers", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"] == (f"ulvm prepare folder --src {src} --out {out} --size 32 --seed 42 "
+                                   f"--folds 0 --counts 6 2 2")
+    assert "train 6, val 2, test 2" in capsys.readouterr().out
+    # a second run refuses to overwrite, with a one-line error and exit status 2
+    assert cli_main(["prepare", "folder", "--src", str(src), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_folds_and_paper_split_views(tmp_path):
+    src = make_folder(tmp_path / "raw", 20)
+    data = load_prepared(prepare("folder", src, tmp_path / "p", size=32, folds=4, workers=1))
+    assert data.split_names() == ["train", "val", "test"] and data.folds == 4
+    for k in range(4):
+        rows = [data.indices(s, fold=k) for s in data.split_names(fold=k)]
+        assert sorted(np.concatenate(rows).tolist()) == list(range(20))
+    with pytest.raises(DataError, match="no fold 4"):
+        data.indices("train", fold=4)
+    assert data.diagnosis is None
+    assert len(data.manifest_hash) == 64 and len(data.content_hash) == 64
+
+
+def test_load_prepared_errors(tmp_path):
+    with pytest.raises(DataError, match=rf"{tmp_path}.*not a prepared dataset"):
+        load_prepared(tmp_path)
+    src = make_folder(tmp_path / "raw", 10)
+    out = prepare("folder", src, tmp_path / "p", size=32, folds=0, workers=1)
+    image = out / "images" / "case003.png"
+    pixels = np.asarray(Image.open(image)).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(image)
+    with pytest.raises(DataError, match="case003.png: pixels differ"):
+        load_prepared(out)
+
+
+def test_ph2_official_layout_sample(realdata, tmp_path):
+    src = realdata / "PH2_original_layout_sample"
+    data = load_prepared(prepare("ph2", src, tmp_path / "ph2", workers=1))
+    assert data.ids == ["IMD002", "IMD155", "IMD437"]
+    assert data.split_names() == ["test"] and data.folds == 0  # too few for folds: noted, not an error
+    assert data.manifest["notes"]
+    assert data.diagnosis == ["atypical nevus"] * 3  # PH2_dataset.txt: clinical diagnosis 1 for all three
+    # 1-bit and 24-bit BMP masks read alike: lesion = 255
+    assert all(m.max() == 255 and m.min() == 0 for m in data.masks)
+
+
+def test_ph2_flat_folder_matches_official_layout(realdata, tmp_path):
+    """The flat PNG copy (masks named *_lesion) and the official BMP layout give the same pixels."""
+    subset = tmp_path / "flat"
+    (subset / "images").mkdir(parents=True)
+    (subset / "masks").mkdir()
+    for key in ("IMD002", "IMD155", "IMD437"):
+        shutil.copy(realdata / "PH2" / "images" / f"{key}.png", subset / "images")
+        shutil.copy(realdata / "PH2" / "masks" / f"{key}_lesion.png", subset / "masks")
+    shutil.copy(realdata / "PH2" / "PH2_dataset.txt", subset)
+    flat = load_prepared(prepare("folder", subset, tmp_path / "flat_p", counts=(1, 1, 1), folds=0, workers=1))
+    official = load_prepared(prepare("ph2", realdata / "PH2_original_layout_sample", tmp_path / "off_p",
+                                     workers=1))
+    assert flat.ids == official.ids
+    assert np.array_equal(flat.images, official.images) and np.array_equal(flat.masks, official.masks)
+    assert flat.diagnosis == official.diagnosis

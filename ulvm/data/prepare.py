@@ -1,0 +1,296 @@
+"""Preparation: raw dataset -> ONE prepared format (256x256 PNGs + manifest.json), and loading it back.
+
+What the paper's preparation scripts do (`dataprepare/Prepare_*.py`, §4.1), made reproducible:
+- every image is resized to 256x256 with bilinear interpolation (`scipy.misc.imresize(..., 'bilinear')`
+  in the paper, which is Pillow's bilinear resize underneath; we call Pillow directly);
+- every mask is ALSO resized bilinearly, so its edges become soft (values between 0 and 255). The paper
+  keeps these soft values: the loader divides by 255 and trains on soft targets, and the metrics
+  threshold targets and predictions at 0.5. We store the soft uint8 mask and threshold at use;
+- the split is seeded and machine-independent (see `ulvm.data.splits`).
+
+The prepared folder (`data/prepared/NAME/`) holds `images/<id>.png` (RGB), `masks/<id>.png` (8-bit, soft
+0..255) and `manifest.json`: source file names, sizes and SHA-256, split and folds, every fix-up applied,
+a SHA-256 of the prepared pixels, and the exact command. Lossless PNG keeps it compact (the 200 PH2
+images take ~20 MB) and readable by any image viewer. The same inputs and seed give a byte-identical
+manifest on any machine (no dates, no absolute paths the user did not type, no library versions).
+The folder is built under a temporary name and renamed at the end: a failure leaves nothing behind.
+The book explains all this in `notebooks/02_data.ipynb`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shlex
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import DataError
+from ..io import atomic_directory, atomic_write_bytes, json_dumps
+from .checks import file_sha256, read_image, read_mask
+from .layouts import RawSample, raw_samples
+from .splits import PAPER_COUNTS, SPLITS, kfold_splits, normalize_counts, seeded_split
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ulvm-prepared-1"
+KINDS = ("isic2017", "isic2018", "ph2", "folder")
+PNG_COMPRESS_LEVEL = 6
+RESIZE_NOTE = {
+    "image": "Pillow bilinear resize to size x size (as scipy.misc.imresize 'bilinear' in the paper)",
+    "mask": "Pillow bilinear resize, soft edges kept (0..255) as in the paper; targets are mask / 255, "
+            "thresholded at 0.5 where a binary mask is needed (metrics)",
+}
+
+
+def pixels_sha256(image: np.ndarray, mask: np.ndarray) -> str:
+    """Hash of one prepared sample's pixels (not of the PNG bytes, which depend on the zlib build)."""
+    digest = hashlib.sha256(np.ascontiguousarray(image).tobytes())
+    digest.update(np.ascontiguousarray(mask).tobytes())
+    return digest.hexdigest()
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def _prepare_sample(sample: RawSample, *, src: Path, out: Path, size: int, allow_soft: bool,
+                    check_inverted: bool) -> dict:
+    """Read, check, resize and write one sample; return its manifest record."""
+    image, notes = read_image(sample.image)
+    mask, mask_notes = read_mask(sample.mask, (image.shape[1], image.shape[0]), allow_soft=allow_soft,
+                                 check_inverted=check_inverted)
+    image_small = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    mask_small = np.asarray(Image.fromarray(mask).resize((size, size), Image.BILINEAR))
+    atomic_write_bytes(out / "images" / f"{sample.id}.png", _png_bytes(image_small))
+    atomic_write_bytes(out / "masks" / f"{sample.id}.png", _png_bytes(mask_small))
+    return {
+        "id": sample.id,
+        "image": sample.image.relative_to(src).as_posix(),
+        "mask": sample.mask.relative_to(src).as_posix(),
+        "image_sha256": file_sha256(sample.image),
+        "mask_sha256": file_sha256(sample.mask),
+        "source_size": [image.shape[1], image.shape[0]],
+        "diagnosis": sample.diagnosis,
+        "pixels_sha256": pixels_sha256(image_small, mask_small),
+        "notes": notes + mask_notes,
+    }
+
+
+def _command(kind, src, out, size, seed, counts, folds, allow_soft_masks, mask_suffix, check_inverted) -> str:
+    """The `ulvm prepare` command line that reproduces this preparation."""
+    words = ["ulvm", "prepare", kind, "--src", str(src), "--out", str(out), "--size", str(size),
+             "--seed", str(seed), "--folds", str(folds)]
+    if counts is not None:
+        words += ["--counts", *(str(counts.get(name, 0)) for name in SPLITS)]
+    if allow_soft_masks:
+        words.append("--allow-soft-masks")
+    if mask_suffix is not None:
+        words += ["--mask-suffix", mask_suffix]
+    if check_inverted is not None:
+        words.append("--inverted-check" if check_inverted else "--no-inverted-check")
+    return shlex.join(words)
+
+
+def _default_counts(kind: str, n: int, where: str) -> dict[str, int] | None:
+    if kind == "ph2":
+        return {"test": n}  # the paper's external validation: every PH2 image is a test image
+    if kind in PAPER_COUNTS:
+        paper = PAPER_COUNTS[kind]
+        if sum(paper.values()) != n:
+            raise DataError(f"{where}: the paper's {kind} split {paper} needs {sum(paper.values())} "
+                            f"images, found {n} (an incomplete download? or pass counts)")
+        return dict(paper)
+    return None
+
+
+def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: int = 256, seed: int = 42,
+            counts=None, folds: int = 5, overwrite: bool = False, allow_soft_masks: bool = False,
+            mask_suffix: str | None = None, check_inverted: bool | None = None,
+            fold_val_fraction: float = 0.1, workers: int | None = None) -> Path:
+    """Prepare a raw dataset of `kind` ("isic2017", "isic2018", "ph2", "folder") from `src` into `out`.
+
+    counts: {split: n} or (train, val, test); default: the paper's counts (ISIC), all images as test
+    (PH2), or 70/10/20% (folder). folds: k of the extra k-fold CV splits (0: none; skipped with a note
+    when there are fewer than 2k images). check_inverted: reject masks that look inverted (default: on
+    for custom folders, off for the official datasets, whose convention is known). Returns `out`.
+    """
+    if kind not in KINDS:
+        raise DataError(f"unknown dataset kind {kind!r} ({', '.join(KINDS)})")
+    src_given, out_given, src, out = src, out, Path(src), Path(out)
+    if out.exists() and not overwrite:
+        raise DataError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
+    if size % 32:
+        raise DataError(f"size {size} must be a multiple of 32 (the U-Net halves it five times)")
+    samples = raw_samples(kind, src, mask_suffix)
+    ids = [s.id for s in samples]
+    split_counts = normalize_counts(counts if counts is not None else _default_counts(kind, len(ids), str(src)),
+                                    len(ids), str(src))
+    explicit_counts = split_counts if counts is not None else None
+    command = _command(kind, src_given, out_given, size, seed, explicit_counts, folds, allow_soft_masks,
+                       mask_suffix, check_inverted)
+    if check_inverted is None:
+        check_inverted = kind == "folder"
+    notes = []
+    fold_parts = []
+    if folds and len(ids) < 2 * folds:
+        notes.append(f"{len(ids)} images are too few for {folds} folds: no folds written")
+        log.warning(notes[-1])
+    elif folds:
+        labels = [s.diagnosis for s in samples]
+        fold_parts = kfold_splits(ids, labels if any(labels) else None, folds, seed, fold_val_fraction)
+
+    work = partial(_prepare_sample, src=src, size=size, allow_soft=allow_soft_masks,
+                   check_inverted=check_inverted)
+    workers = workers or min(len(samples), os.cpu_count() or 1, 8)
+    try:
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            work = partial(work, out=tmp)
+            progress = dict(total=len(samples), desc=f"prepare {kind}", unit="img", leave=False)
+            if workers > 1:
+                with ProcessPoolExecutor(workers) as pool:
+                    try:
+                        records = list(tqdm(pool.map(work, samples, chunksize=4), **progress))
+                    except BaseException:
+                        pool.shutdown(cancel_futures=True)  # first error: stop, don't finish the rest
+                        raise
+            else:
+                records = [work(s) for s in tqdm(samples, **progress)]
+            for record in records:
+                for note in record["notes"]:
+                    log.info("fix-up: %s", note)
+            content = hashlib.sha256(json_dumps({
+                "pixels": [r["pixels_sha256"] for r in records], "size": size,
+                "split": seeded_split(ids, split_counts, seed), "folds": fold_parts}).encode())
+            manifest = {
+                "format": FORMAT,
+                "kind": kind,
+                "command": command,
+                "size": size,
+                "seed": seed,
+                "resize": RESIZE_NOTE,
+                "ids": ids,
+                "samples": records,
+                "split": {"counts": split_counts, **seeded_split(ids, split_counts, seed)},
+                "folds": fold_parts,
+                "fold_val_fraction": fold_val_fraction if fold_parts else None,
+                "notes": notes,
+                "content_sha256": content.hexdigest(),
+            }
+            atomic_write_bytes(tmp / "manifest.json", json_dumps(manifest).encode())
+    except FileExistsError:
+        raise DataError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)") from None
+    log.info("prepared %d %s images in %s", len(ids), kind, out)
+    return out
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared dataset held in memory: all images and masks, the manifest, the splits.
+
+    images: (n, size, size, 3) uint8; masks: (n, size, size) uint8, soft 0..255 (threshold at 128 / 0.5
+    after /255 where binary masks are needed). Rows follow `ids` (sorted).
+    """
+    root: Path
+    manifest: dict
+    manifest_hash: str
+    images: np.ndarray
+    masks: np.ndarray
+    _position: dict = field(repr=False, default_factory=dict)
+
+    def __post_init__(self):
+        self._position = {key: i for i, key in enumerate(self.ids)}
+
+    @property
+    def ids(self) -> list[str]:
+        return self.manifest["ids"]
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the prepared pixels and splits: independent of the paths in the command."""
+        return self.manifest["content_sha256"]
+
+    @property
+    def diagnosis(self) -> list[str | None] | None:
+        labels = [s["diagnosis"] for s in self.manifest["samples"]]
+        return labels if any(labels) else None
+
+    @property
+    def folds(self) -> int:
+        return len(self.manifest["folds"])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _parts(self, fold: int | None) -> dict:
+        if fold is None:
+            return self.manifest["split"]
+        if not 0 <= fold < self.folds:
+            raise DataError(f"{self.root}: no fold {fold} (this dataset has {self.folds} folds)")
+        return self.manifest["folds"][fold]
+
+    def split_names(self, fold: int | None = None) -> list[str]:
+        """The non-empty splits, in train/val/test order (PH2's paper split has only "test")."""
+        parts = self._parts(fold)
+        return [name for name in SPLITS if parts.get(name)]
+
+    def indices(self, split: str, fold: int | None = None) -> np.ndarray:
+        """Row indices (into images/masks) of a split of the paper split, or of fold `fold`."""
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r} (train, val or test)")
+        parts = self._parts(fold)
+        if not parts.get(split):
+            where = "the paper split" if fold is None else f"fold {fold}"
+            raise DataError(f"{self.root}: {where} has no {split!r} images")
+        return np.array([self._position[key] for key in parts[split]], dtype=np.int64)
+
+
+def _read_png(path: Path, mode: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            if image.mode != mode:
+                raise DataError(f"{path}: prepared file has mode {image.mode}, expected {mode}")
+            return np.asarray(image)
+    except (OSError, SyntaxError) as error:
+        raise DataError(f"{path}: cannot read prepared file ({error})") from None
+
+
+def load_prepared(root: str | os.PathLike, verify: bool = True) -> PreparedDataset:
+    """Load a prepared dataset into memory (decoding in threads); `verify` checks every pixel hash."""
+    root = Path(root)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{root}: not a prepared dataset (no manifest.json; run `ulvm prepare`)")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{manifest_path}: not valid JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{manifest_path}: not a {FORMAT} manifest")
+    ids = manifest["ids"]
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        images = list(pool.map(lambda key: _read_png(root / "images" / f"{key}.png", "RGB"), ids))
+        masks = list(pool.map(lambda key: _read_png(root / "masks" / f"{key}.png", "L"), ids))
+    size = manifest["size"]
+    for key, image, mask in zip(ids, images, masks):
+        if image.shape != (size, size, 3) or mask.shape != (size, size):
+            raise DataError(f"{root / 'images' / key}.png: prepared sample {key} is not {size}x{size}")
+    if verify:
+        for key, image, mask, record in zip(ids, images, masks, manifest["samples"]):
+            if pixels_sha256(image, mask) != record["pixels_sha256"]:
+                raise DataError(f"{root / 'images' / key}.png: pixels differ from the manifest's hash "
+                                f"(the prepared dataset was modified; prepare it again)")
+    return PreparedDataset(root, manifest, hashlib.sha256(raw).hexdigest(),
+                           np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+                           np.stack(masks) if masks else np.zeros((0, size, size), np.uint8))
