@@ -201,3 +201,38 @@ def timing_table(results: list[NotebookResult], profile: str) -> str:
     lines += [f"{r.name:<{width}}  {r.status:<8}  {r.seconds:8.1f}" for r in results]
     lines.append(f"{'total':<{width}}  {'':<8}  {sum(r.seconds for r in results):8.1f}")
     return "\n".join(lines)
+
+
+# ---- what the notebooks call to find their data and reuse their runs --------------------------------
+
+
+def dataset_path(data: str | os.PathLike, root: Path | None = None) -> Path:
+    """The prepared dataset a notebook's `DATA` parameter names: "synthetic" is the embedded default
+    (`ulvm.data.default_dataset`, generated under `data/` on first use), anything else a prepared folder."""
+    root = root or project_root()
+    if str(data) == "synthetic":
+        from .data import default_dataset
+
+        return default_dataset(root / "data")
+    path = resolve(data, root)
+    if not (path / "manifest.json").is_file():
+        raise UlvmError(f"{path}: not a prepared dataset (no manifest.json); prepare one with "
+                        f"`ulvm prepare isic2017|isic2018|ph2|folder --src RAW --out {data}`")
+    return path
+
+
+def train_or_load(config, data, run_dir: str | os.PathLike, device: str = "auto") -> list[dict]:
+    """Train `config` into `run_dir`, or reuse the run there when it already finished with the same
+    config on the same data; returns the per-epoch history either way. An unfinished run resumes."""
+    from .checkpoint import read_checkpoint
+    from .config import Config
+    from .train import fit, load_data
+
+    prepared = load_data(data)
+    last = Path(run_dir) / "last.pt"
+    if last.is_file():
+        checkpoint = read_checkpoint(last)
+        if (checkpoint["epoch"] >= config.epochs and Config.from_dict(checkpoint["config"]) == config
+                and checkpoint["data"]["manifest_hash"] == prepared.manifest_hash):
+            return list(checkpoint["history"])
+    return fit(config, prepared, run_dir, device=device, progress=False).history
