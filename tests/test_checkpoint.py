@@ -71,10 +71,11 @@ def test_unreadable_and_unsafe_files_are_clear_errors(tmp_path):
 
 
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
-    generator = torch.Generator().manual_seed(5)
+    generators = {"g": torch.Generator().manual_seed(5), "n": np.random.default_rng(6)}
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    save_checkpoint(tmp_path / "rng.pt", rng=rng_states({"g": generator}))
-    draws = lambda: (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())  # noqa: E731
+    save_checkpoint(tmp_path / "rng.pt", rng=rng_states(generators))
+    draws = lambda: (random.random(), np.random.rand(), torch.rand(1).item(),  # noqa: E731
+                     torch.rand(1, generator=generators["g"]).item(), generators["n"].random())
     expected = draws()
-    restore_rng_states(read_checkpoint(tmp_path / "rng.pt")["rng"], {"g": generator})
+    restore_rng_states(read_checkpoint(tmp_path / "rng.pt")["rng"], generators)
     assert draws() == expected

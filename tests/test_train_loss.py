@@ -35,3 +35,10 @@ def test_perfect_prediction_has_near_zero_loss_and_gradients_flow():
     loss = bce_dice_loss(torch.sigmoid(logits), targets)
     loss.backward()
     assert loss.item() < 0.05 and logits.grad is not None
+
+
+def test_nan_probabilities_give_a_nan_loss_instead_of_an_error():
+    probs = torch.rand(2, 1, 4, 4)
+    probs[1, 0, 0, 0] = float("nan")
+    loss = bce_dice_per_image(probs, torch.rand(2, 1, 4, 4), dice_weight=0.0)
+    assert torch.isfinite(loss[0]) and torch.isnan(loss[1])

@@ -106,8 +106,11 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
 
 # --- random-number states: restoring them is what makes a resumed run equal an uninterrupted one ------
 
-def rng_states(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
-    """Every RNG the training loop draws from, as plain tensors/numbers (weights_only-safe)."""
+Generator = torch.Generator | np.random.Generator
+
+
+def rng_states(generators: Mapping[str, Generator]) -> dict[str, Any]:
+    """Every RNG the training loop draws from (global ones and `generators`), as weights_only-safe values."""
     numpy_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -115,14 +118,16 @@ def rng_states(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
                   "pos": int(numpy_state["state"]["pos"]),
                   "has_gauss": int(numpy_state["has_gauss"]), "gauss": float(numpy_state["gauss"])},
         "torch": torch.get_rng_state(),
-        "generators": {name: g.get_state() for name, g in generators.items()},
+        "generators": {name: g.get_state() if isinstance(g, torch.Generator) else g.bit_generator.state
+                       for name, g in generators.items()},
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng_states(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> None:
+def restore_rng_states(state: Mapping[str, Any], generators: Mapping[str, Generator]) -> None:
+    """Put every RNG back where `rng_states` found it."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_state = state["numpy"]
@@ -132,6 +137,9 @@ def restore_rng_states(state: Mapping[str, Any], generators: Mapping[str, torch.
                          "has_gauss": numpy_state["has_gauss"], "gauss": numpy_state["gauss"]})
     torch.set_rng_state(state["torch"])
     for name, generator in generators.items():
-        generator.set_state(state["generators"][name])
+        if isinstance(generator, torch.Generator):
+            generator.set_state(state["generators"][name])
+        else:
+            generator.bit_generator.state = state["generators"][name]
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -28,8 +28,11 @@ def bce_dice_per_image(probs: torch.Tensor, targets: torch.Tensor, *, bce_weight
     p = probs.reshape(batch, -1).float()      # (batch, pixels)
     t = targets.reshape(batch, -1).float()    # (batch, pixels)
     with torch.autocast(device_type=p.device.type, enabled=False):
-        # F.binary_cross_entropy clamps log() at -100, exactly as the official nn.BCELoss.
-        bce = F.binary_cross_entropy(p, t, reduction="none").mean(dim=1)
+        # F.binary_cross_entropy clamps log() at -100, exactly as the official nn.BCELoss. It refuses NaN
+        # probabilities (diverged weights) with an error on CPU and a device assert on CUDA, so it gets a
+        # finite stand-in; the NaN still reaches the loss through the Dice sums (0 * NaN is NaN), and the
+        # fit loop stops with a clear message.
+        bce = F.binary_cross_entropy(torch.nan_to_num(p, nan=0.5), t, reduction="none").mean(dim=1)
         dice = (2.0 * (p * t).sum(dim=1) + smooth) / (p.sum(dim=1) + t.sum(dim=1) + smooth)
     return bce_weight * bce + dice_weight * (1.0 - dice)
 

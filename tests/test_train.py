@@ -1,0 +1,162 @@
+"""The fit loop: determinism, resume after SIGKILL, refusing to redo a finished run, NaN stop, LR schedule."""
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ulvm.train
+from ulvm.checkpoint import read_checkpoint
+from ulvm.config import Config
+from ulvm.data import prepare
+from ulvm.errors import RunError
+from ulvm.train import fit, lr_schedule
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_tiny_prepared(root: Path, n: int = 20, size: int = 32, seed: int = 0) -> Path:
+    """A handful of dark discs on a noisy light background, prepared at `size` with a 12/4/4 split."""
+    rng = np.random.default_rng(seed)
+    raw = root / "raw"
+    (raw / "images").mkdir(parents=True)
+    (raw / "masks").mkdir()
+    rows, cols = np.mgrid[:48, :48]
+    for i in range(n):
+        cy, cx = rng.uniform(15, 33, 2)
+        lesion = (rows - cy) ** 2 + (cols - cx) ** 2 < rng.uniform(6, 13) ** 2
+        image = rng.normal(180, 20, (48, 48, 3))
+        image[lesion] -= 90
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(raw / "images" / f"disc{i:02d}.png")
+        Image.fromarray(lesion.astype(np.uint8) * 255).save(raw / "masks" / f"disc{i:02d}.png")
+    counts = (n - 8, 4, 4)
+    return prepare("folder", raw, root / "prepared", size=size, counts=counts, folds=0, workers=1)
+
+
+def tiny_config(**overrides) -> Config:
+    """The quick profile shrunk to the tiny data: 32x32, batch 4, the parallel scan (fastest on CPU)."""
+    values = dict(input_size=32, epochs=3, batch_size=4, backend="parallel", max_images=None, t_max=3)
+    values.update(overrides)
+    return Config.profile("quick", **values)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_tiny_prepared(tmp_path_factory.mktemp("tiny"))
+
+
+def _weights(path):
+    return read_checkpoint(path)["model"]
+
+
+def _losses(history):
+    return [(row["train_loss"], row["val_loss"]) for row in history]
+
+
+def test_same_seed_same_losses_and_weights_on_cpu(tiny_data, tmp_path):
+    first = fit(tiny_config(), tiny_data, tmp_path / "a", device="cpu", progress=False)
+    second = fit(tiny_config(), tiny_data, tmp_path / "b", device="cpu", progress=False)
+    other_seed = fit(tiny_config(seed=7, epochs=1), tiny_data, tmp_path / "c", device="cpu", progress=False)
+    assert _losses(first.history) == _losses(second.history)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(first.last_path).values(),
+                                                 _weights(second.last_path).values()))
+    assert _losses(other_seed.history)[0] != _losses(first.history)[0]
+    # the loss goes down on this easy data, and the log has one row per epoch
+    assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]
+    with open(first.log_path) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3)
+    best = read_checkpoint(first.best_path)
+    assert best["epoch"] == first.best_epoch
+    assert best["history"][-1]["val_loss"] == min(r["val_loss"] for r in first.history)
+
+
+@pytest.mark.parametrize("augment", ["batch", "none"])
+def test_other_augmentation_paths_train(tiny_data, tmp_path, augment):
+    result = fit(tiny_config(epochs=1, augment=augment, drop_last=True), tiny_data, tmp_path / augment,
+                 device="cpu", progress=False)
+    assert math.isfinite(result.history[0]["train_loss"])
+
+
+def test_finished_run_is_not_redone_unless_asked(tiny_data, tmp_path):
+    config = tiny_config(epochs=1)
+    fit(config, tiny_data, tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(RunError, match="already finished.*--overwrite"):
+        fit(config, tiny_data, tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(RunError, match="different config.*differs in: epochs, parallel"):
+        fit(config.replace(parallel=2, epochs=2), tiny_data, tmp_path / "run", device="cpu", progress=False)
+    again = fit(config, tiny_data, tmp_path / "run", device="cpu", progress=False, overwrite=True)
+    assert again.resumed_from_epoch == 0 and len(again.history) == 1
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    real_loss, calls = ulvm.train.bce_dice_loss, []
+
+    def loss_that_explodes_in_epoch_2(probs, masks, **weights):
+        calls.append(1)
+        loss = real_loss(probs, masks, **weights)
+        return loss * float("nan") if len(calls) > 3 else loss      # 3 steps per epoch
+
+    monkeypatch.setattr(ulvm.train, "bce_dice_loss", loss_that_explodes_in_epoch_2)
+    run = tmp_path / "nan"
+    with pytest.raises(RunError, match="epoch 2: loss is not finite.*last good checkpoint kept.*epoch 1"):
+        fit(tiny_config(), tiny_data, run, device="cpu", progress=False)
+    assert read_checkpoint(run / "last.pt")["epoch"] == 1
+    assert read_checkpoint(run / "best.pt")["epoch"] == 1
+
+
+def test_lr_schedule_is_the_papers_cycling_cosine():
+    rates = lr_schedule(Config())
+    assert len(rates) == 250
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates[50] == pytest.approx(1e-5) and rates[150] == pytest.approx(1e-5)   # minima every 100 epochs
+    assert rates[100] == pytest.approx(1e-3) and rates[200] == pytest.approx(1e-3)  # back up at 100, 200
+    assert rates[25] == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
+    """Kill `ulvm train` with SIGKILL after some epoch's checkpoint exists, resume, compare with a clean run."""
+    epochs = 8
+    config = tiny_config(epochs=epochs, t_max=4)
+    config_file = tmp_path / "tiny.yaml"
+    config.to_yaml(config_file)
+    run = tmp_path / "killed"
+    command = [sys.executable, "-m", "ulvm", "train", "--data", str(tiny_data), "--out", str(run),
+               "--config", str(config_file), "--device", "cpu", "--no-test", "--no-progress"]
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}  # one thread, like this process
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        log = run / "log.csv"
+        if log.exists() and len(log.read_text().splitlines()) >= 1 + 2:   # header + 2 epochs done
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+    killed_at = read_checkpoint(run / "last.pt")["epoch"]
+    assert 2 <= killed_at < epochs, "the run finished before it could be killed: make the test run longer"
+
+    resumed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    clean = fit(config, tiny_data, tmp_path / "clean", device="cpu", progress=False)
+    resumed_last = read_checkpoint(run / "last.pt")
+    assert resumed_last["epoch"] == epochs
+    assert _losses(resumed_last["history"]) == _losses(clean.history)
+    clean_weights = _weights(clean.last_path)
+    assert all(torch.equal(resumed_last["model"][k], clean_weights[k]) for k in clean_weights)
+    assert read_checkpoint(run / "best.pt")["epoch"] == clean.best_epoch
+    with open(run / "log.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, epochs + 1))

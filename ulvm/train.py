@@ -1,0 +1,428 @@
+"""The fit loop: the paper's training protocol, with checkpoints that survive a kill.
+
+Protocol (UltraLight VM-UNet §4.1, all values in `ulvm.config.Config`): AdamW, CosineAnnealingLR stepped
+once per epoch, BCE + Dice loss (`ulvm.losses`), a validation pass after every epoch, and the model with
+the LOWEST VALIDATION LOSS kept as `best.pt` — the one `ulvm.evaluate` then tests. The book's training
+chapter runs this loop and plots its log.
+
+How it is made fast (issue "GPU speed"): the prepared split is normalised once and held in memory as
+tensors `(n, 3, S, S)` / `(n, 1, S, S)` — on the GPU when training there — and batches are cut by
+indexing a seeded permutation. Augmentation (`Config.augment`) is either the batch path
+`ulvm.data.augment_batch` (torch ops on the whole batch, on the device) or the paper's exact per-image
+NumPy/SciPy path (items of `ulvm.data.SegmentationDataset`, resized to the input size if needed).
+"auto" = the batch path on CUDA and the paper path on CPU: there the per-image transform costs far less
+than the model step, and the book's CPU runs keep the official transformation. The loss is summed on
+the device and read once per epoch (the progress bar reads it every 20 steps), so there is no host sync
+per step. `train_step` has only tensor inputs and no data-dependent Python branches, so it can be
+captured in a CUDA graph or compiled; with `Config.drop_last` every step has the same batch shape
+(otherwise the last short batch is a second shape — the official loader keeps it, so the paper
+profile does too).
+
+Resume: `last.pt` holds model, optimizer, scheduler, every RNG state, epoch and history; a run folder
+with a `last.pt` is resumed automatically and, on CPU, ends bit-identical to an uninterrupted run
+(tests/test_train_resume.py kills a run with SIGKILL to check this). A finished run is not overwritten
+unless asked; a NaN/inf loss stops the run with `RunError` and keeps the last good checkpoint.
+
+Not deterministic on CUDA (same seed, same GPU): index_select/scatter-add backward (`torch.index_select`
+in batching is forward-only, but the model's upsampling and convolutions use cuDNN/atomicAdd kernels
+whose summation order varies), cuDNN algorithm choice (benchmark mode), and the mamba-ssm kernels' atomic
+adds in the backward pass. Runs on CUDA therefore differ in the last bits from epoch one and drift apart;
+seeds still fix the data order, initialisation and augmentation. `torch.use_deterministic_algorithms`
+is not switched on: it slows training and the mamba-ssm backend has no deterministic variant.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import read_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from .config import Config
+from .errors import RunError
+from .io import atomic_write_text
+from .losses import bce_dice_loss, bce_dice_per_image
+from .metrics import confusion_counts, metrics_from_counts
+from .runtime import resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dsc", "val_iou", "epoch_time_s")
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "config.yaml", "tensorboard", "results_*.json", "predictions_*")
+
+
+@dataclass
+class TrainResult:
+    """What `fit` leaves behind: paths, the per-epoch history (as in log.csv) and timings."""
+    run_dir: Path
+    best_path: Path
+    last_path: Path
+    log_path: Path
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_loss: float
+    wall_time_s: float               # of this call (0 for `finished_run`)
+    train_time_s: float              # sum of the epoch times of the whole run, across resumes
+    resumed_from_epoch: int = 0      # 0 = started from scratch
+    device: str = ""
+    data_manifest_hash: str = ""
+
+
+# --- pieces built from the config ---------------------------------------------------------------------
+
+def build_model(config: Config) -> torch.nn.Module:
+    """The UltraLight VM-UNet a config describes (random weights, seeded by the caller)."""
+    from .model import UltraLightVMUNet
+
+    return UltraLightVMUNet(num_classes=config.num_classes, input_channels=config.input_channels,
+                            c_list=config.c_list, split_att=config.split_att, bridge=config.bridge,
+                            parallel=config.parallel, backend=config.backend)
+
+
+def build_optimizer(model: torch.nn.Module, config: Config):
+    """AdamW and CosineAnnealingLR exactly as the paper's config (scheduler stepped once per epoch)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.t_max, eta_min=config.eta_min)
+    return optimizer, scheduler
+
+
+def lr_schedule(config: Config) -> list[float]:
+    """The learning rate of each epoch (1..epochs), read off a real AdamW + CosineAnnealingLR."""
+    optimizer, scheduler = build_optimizer(torch.nn.Linear(1, 1), config)
+    rates = []
+    for _ in range(config.epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()          # (no gradients: a no-op, but keeps the scheduler's call order honest)
+        scheduler.step()
+    return rates
+
+
+def loss_weights(config: Config) -> dict[str, float]:
+    return {"bce_weight": config.bce_weight, "dice_weight": config.dice_weight, "smooth": config.dice_smooth}
+
+
+# --- data held in memory ------------------------------------------------------------------------------
+
+def load_data(data):
+    """A prepared dataset object from a path (or the object itself)."""
+    from .data import load_prepared
+
+    return data if hasattr(data, "indices") else load_prepared(data)
+
+
+def split_tensors(prepared, split: str, config: Config, device: torch.device,
+                  limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """One split, normalised the paper's way and resized to `config.input_size`, as device tensors.
+
+    Returns images `(n, 3, S, S)` float32 in [0, 255], soft masks `(n, 1, S, S)` float32 in [0, 1], ids
+    (the first `limit` images of the split when given). The paper normalises each split with its own
+    mean/std (`ulvm.data.paper_normalize`).
+    """
+    from .data import paper_normalize, split_statistics
+
+    rows = prepared.indices(split, fold=config.fold)[:limit]
+    mean, std = split_statistics(prepared.images, rows)
+    images = torch.from_numpy(paper_normalize(prepared.images[rows], mean, std))     # (n, S0, S0, 3)
+    images = images.permute(0, 3, 1, 2).contiguous().to(device)                       # (n, 3, S0, S0)
+    masks = torch.from_numpy(prepared.masks[rows]).to(device).float().div_(255.0).unsqueeze(1)
+    images, masks = to_input_size(images, masks, config)
+    return images, masks, [prepared.ids[i] for i in rows]
+
+
+def to_input_size(images: torch.Tensor, masks: torch.Tensor, config: Config):
+    """Resize a batch to the model's input size when the prepared data has another size (quick profile).
+
+    Bilinear with antialiasing, images and masks alike (a convex combination: values stay in range).
+    """
+    if images.shape[-2:] == (config.input_size, config.input_size):
+        return images, masks
+    size = (config.input_size, config.input_size)
+    return (F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False),
+            F.interpolate(masks, size=size, mode="bilinear", antialias=True, align_corners=False))
+
+
+def _batches(n: int, batch_size: int, drop_last: bool) -> Iterator[slice]:
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+# --- one step, one epoch ------------------------------------------------------------------------------
+
+def train_step(model, optimizer, images: torch.Tensor, masks: torch.Tensor, weights: dict[str, float],
+               scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """Forward, BCE + Dice, backward, AdamW step. Returns the loss as a detached device tensor."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=scaler is not None):
+        probs = model(images)                                          # (batch, 1, S, S)
+    loss = bce_dice_loss(probs, masks, **weights)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.detach()
+
+
+@torch.no_grad()
+def predict(model, images: torch.Tensor, batch_size: int) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Probabilities `(batch, 1, S, S)` for consecutive slices of `images` (model in eval mode)."""
+    model.eval()
+    for part in _batches(images.shape[0], batch_size, drop_last=False):
+        yield part, model(images[part]).float()
+
+
+def validate(model, images, masks, config: Config) -> dict[str, float]:
+    """Validation loss (mean over images, as the official batch-1 loop) and pooled DSC / IoU."""
+    loss_sum = torch.zeros((), device=images.device)
+    counts = torch.zeros(4, dtype=torch.int64, device=images.device)
+    for part, probs in predict(model, images, config.eval_batch_size):
+        loss_sum += bce_dice_per_image(probs, masks[part], **loss_weights(config)).sum()
+        counts += confusion_counts(probs, masks[part], config.threshold).sum(dim=0)
+    metrics = metrics_from_counts(counts.cpu())
+    return {"val_loss": loss_sum.item() / images.shape[0], "val_dsc": float(metrics["dsc"]),
+            "val_iou": float(metrics["iou"])}
+
+
+class _Batcher:
+    """Yields augmented training batches `(images, masks)` for one epoch.
+
+    Data order comes from a seeded CPU torch generator. "batch"/"none": batches are cut from the split
+    held in memory and augmented on the device by `ulvm.data.augment_batch` (its own torch generator).
+    "paper": items come from `ulvm.data.SegmentationDataset` (per-image normalisation and NumPy/SciPy
+    augmentation, with the dataset's NumPy generator). `generators()` hands every stream to the
+    checkpoint, so a resumed run continues them exactly.
+    """
+
+    def __init__(self, prepared, images: torch.Tensor, masks: torch.Tensor, config: Config,
+                 device: torch.device):
+        from .data import SegmentationDataset
+
+        self.images, self.masks, self.config = images, masks, config
+        self.mode = config.augment if config.augment != "auto" else ("batch" if device.type == "cuda" else "paper")
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.batch_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
+        self.dataset = SegmentationDataset(prepared, "train", fold=config.fold, augment=True,
+                                           seed=config.seed + 1)
+
+    def generators(self) -> dict[str, torch.Generator | np.random.Generator]:
+        return {"shuffle": self.shuffle, "batch_augment": self.batch_rng, "paper_augment": self.dataset.rng}
+
+    def steps(self) -> int:
+        n, b = self.images.shape[0], self.config.batch_size
+        return n // b if self.config.drop_last else math.ceil(n / b)
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from .data import augment_batch
+
+        order = torch.randperm(self.images.shape[0], generator=self.shuffle)   # positions in the split
+        for part in _batches(len(order), self.config.batch_size, self.config.drop_last):
+            if self.mode == "paper":
+                items = [self.dataset[int(i)] for i in order[part]]              # (3, S0, S0), (1, S0, S0)
+                images = torch.stack([image for image, _ in items]).to(self.images.device)
+                masks = torch.stack([mask for _, mask in items]).to(self.images.device)
+                yield to_input_size(images, masks, self.config)
+                continue
+            index = order[part].to(self.images.device)
+            images, masks = self.images[index], self.masks[index]                # (batch, 3|1, S, S)
+            if self.mode == "batch":
+                images, masks = augment_batch(images, masks, generator=self.batch_rng)
+            yield images, masks
+
+
+# --- the run folder -----------------------------------------------------------------------------------
+
+def _differences(checkpoint: dict[str, Any], config: Config, content_hash: str, source: Path) -> str | None:
+    """Why a run folder's checkpoint does not belong to (config, data), or None when it does."""
+    saved = Config.from_dict(checkpoint["config"], source=str(source))
+    if saved != config:
+        changed = sorted(k for k, v in config.to_dict().items() if saved.to_dict().get(k) != v)
+        return f"the run was started with a different config (differs in: {', '.join(changed)})"
+    if checkpoint["data"]["content_hash"] != content_hash:
+        return (f"the run was started on other data (prepared content hash "
+                f"{checkpoint['data']['content_hash'][:12]} != {content_hash[:12]})")
+    return None
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Remove what a previous run wrote (and only that: the folder may hold other files)."""
+    for pattern in RUN_FILES:
+        for target in run_dir.glob(pattern):
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+
+
+def _prepare_run_dir(run_dir: Path, config: Config, content_hash: str, resume: bool,
+                     overwrite: bool) -> dict[str, Any] | None:
+    """Decide between a fresh start and a resume; returns the checkpoint to resume from, if any."""
+    last = run_dir / "last.pt"
+    if overwrite:
+        _clear_run_dir(run_dir)
+        return None
+    if not last.exists():
+        return None
+    checkpoint = read_checkpoint(last)
+    problem = _differences(checkpoint, config, content_hash, last)
+    if problem:
+        raise RunError(f"{last}: {problem}; use another output folder or pass --overwrite")
+    if checkpoint["epoch"] >= config.epochs:
+        raise RunError(f"{run_dir}: this run already finished ({config.epochs} epochs); "
+                       "pass --overwrite (overwrite=True) to train it again")
+    if not resume:
+        raise RunError(f"{run_dir}: holds an unfinished run (epoch {checkpoint['epoch']}); "
+                       "resume it, or pass --overwrite to start again")
+    return checkpoint
+
+
+def _result(run_dir: Path, checkpoint: dict[str, Any], wall_time_s: float, resumed_from: int,
+            device: str) -> TrainResult:
+    history = list(checkpoint["history"])
+    return TrainResult(run_dir=run_dir, best_path=run_dir / "best.pt", last_path=run_dir / "last.pt",
+                       log_path=run_dir / "log.csv", history=history, best_epoch=checkpoint["best"]["epoch"],
+                       best_val_loss=checkpoint["best"]["val_loss"], wall_time_s=wall_time_s,
+                       train_time_s=sum(row["epoch_time_s"] for row in history),
+                       resumed_from_epoch=resumed_from, device=device,
+                       data_manifest_hash=checkpoint["data"]["manifest_hash"])
+
+
+def finished_run(config: Config, data, out_dir: str | Path) -> TrainResult | None:
+    """The result of the run in `out_dir` if it finished with exactly `config` on `data`, else None.
+
+    For callers that reuse finished runs (the book): `finished_run(c, d, out) or fit(c, d, out)`.
+    """
+    last = Path(out_dir) / "last.pt"
+    if not last.is_file():
+        return None
+    checkpoint = read_checkpoint(last)
+    if _differences(checkpoint, config, load_data(data).content_hash, last) or checkpoint["epoch"] < config.epochs:
+        return None
+    return _result(Path(out_dir), checkpoint, 0.0, checkpoint["epoch"], "")
+
+
+def _write_log(path: Path, history: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _tensorboard(run_dir: Path, start_epoch: int):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch + 1)
+
+
+# --- fit ----------------------------------------------------------------------------------------------
+
+def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resume: bool = True,
+        overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train `config` on a prepared dataset (path or `load_prepared` object) into the run folder `out_dir`.
+
+    Resumes from `out_dir/last.pt` when present (same config and data required); refuses to redo a
+    finished run unless `overwrite`. Returns a `TrainResult`; the model to test is `best.pt`.
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    device = resolve_device(device)
+    prepared = load_data(data)
+    run_dir = Path(out_dir)
+    checkpoint = _prepare_run_dir(run_dir, config, prepared.content_hash, resume, overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(run_dir / "config.yaml")
+    if config.amp and device.type != "cuda":
+        log.warning("amp=True is ignored on %s: mixed precision is only used on CUDA", device)
+
+    seed_everything(config.seed)
+    model = build_model(config).to(device)
+    optimizer, scheduler = build_optimizer(model, config)
+    scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
+    weights = loss_weights(config)
+
+    train_images, train_masks, _ = split_tensors(prepared, "train", config, device, config.max_images)
+    val_images, val_masks, _ = split_tensors(prepared, "val", config, device, config.max_images)
+    batcher = _Batcher(prepared, train_images, train_masks, config, device)
+
+    history: list[dict[str, float]] = []
+    best = {"epoch": 0, "val_loss": math.inf}
+    start_epoch = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if scaler is not None and "scaler" in checkpoint:
+            scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_states(checkpoint["rng"], batcher.generators())
+        history, best, start_epoch = list(checkpoint["history"]), dict(checkpoint["best"]), checkpoint["epoch"]
+        log.info("%s: resuming after epoch %d of %d", run_dir, start_epoch, config.epochs)
+
+    best_path, last_path, log_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "log.csv"
+    data_info = {"root": str(prepared.root), "manifest_hash": prepared.manifest_hash,
+                 "content_hash": prepared.content_hash,
+                 "train_images": int(train_images.shape[0]), "val_images": int(val_images.shape[0])}
+    board = _tensorboard(run_dir, start_epoch)
+    try:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            epoch_started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            bar = tqdm(batcher.epoch(), total=batcher.steps(), disable=not progress, leave=False,
+                       desc=f"epoch {epoch}/{config.epochs}", unit="step")
+            for step, (images, masks) in enumerate(bar, start=1):
+                loss_sum += train_step(model, optimizer, images, masks, weights, scaler)
+                if progress and (step % 20 == 0 or step == batcher.steps()):  # a few host syncs per epoch
+                    bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", lr=f"{lr:.2e}")
+            bar.close()
+            train_loss = loss_sum.item() / batcher.steps()
+            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
+            row.update(validate(model, val_images, val_masks, config))
+            scheduler.step()
+            if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
+                kept = f"{last_path} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint yet"
+                raise RunError(f"{run_dir}: epoch {epoch}: loss is not finite (train {row['train_loss']}, "
+                               f"val {row['val_loss']}); stopped, last good checkpoint kept: {kept}")
+            row["epoch_time_s"] = time.perf_counter() - epoch_started
+            history.append(row)
+
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": rng_states(batcher.generators()),
+                     "epoch": epoch, "config": config.to_dict(), "history": history, "data": data_info}
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
+            if row["val_loss"] < best["val_loss"]:
+                best = {"epoch": epoch, "val_loss": row["val_loss"]}
+                save_checkpoint(best_path, **state, best=best)
+            # last.pt after best.pt: a kill in between leaves best.pt one epoch ahead, and the resumed run
+            # redoes that epoch identically, so both files end up as in an uninterrupted run.
+            save_checkpoint(last_path, **state, best=best)
+            _write_log(log_path, history)
+            if board is not None:
+                for key in ("lr", "train_loss", "val_loss", "val_dsc", "val_iou"):
+                    board.add_scalar(key, row[key], epoch)
+            if progress:
+                tqdm.write(f"epoch {epoch:>3}/{config.epochs}  lr {lr:.2e}  train {train_loss:.4f}  "
+                           f"val {row['val_loss']:.4f}  val DSC {row['val_dsc']:.4f}  "
+                           f"{row['epoch_time_s']:.1f}s" + ("  *best" if best["epoch"] == epoch else ""))
+    finally:
+        if board is not None:
+            board.close()
+
+    return _result(run_dir, state | {"best": best}, time.perf_counter() - started, start_epoch, str(device))
