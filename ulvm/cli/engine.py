@@ -1,5 +1,114 @@
-"""`ulvm` sub-commands of the engine group (argument parsing only)."""
+"""`ulvm train` and `ulvm test`: the engine group (argument parsing only; the work is in ulvm.train/evaluate)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from ..errors import UlvmError
+
+# Flags named in the protocol; any other config field is set with `--set field=value`.
+_FIELD_FLAGS = {
+    "parallel": dict(type=int, choices=(1, 2, 4), help="PVM parallel chunks (paper: 4)"),
+    "seed": dict(type=int, help="random seed (paper: 42)"),
+    "fold": dict(type=int, help="cross-validation fold of the prepared data"),
+    "backend": dict(choices=("auto", "reference", "parallel", "cuda"), help="selective-scan backend"),
+    "epochs": dict(type=int, help="number of epochs (paper: 250)"),
+    "batch_size": dict(type=int, help="training batch (paper: 8)"),
+    "augment": dict(choices=("auto", "paper", "batch", "none"), help="training augmentation path"),
+    "max_images": dict(type=int, help="use at most this many train and val images"),
+}
 
 
 def register(sub) -> None:
-    """Add this group's sub-commands to the `ulvm` parser."""
+    """Add `train` and `test` to the `ulvm` parser."""
+    train = sub.add_parser("train", help="train UltraLight VM-UNet with the paper's protocol (resumable)",
+                           description="Train into a run folder; resumes from RUN/last.pt when it exists, "
+                                       "then tests best.pt (lowest validation loss) on the test split.")
+    train.add_argument("--data", type=Path, help="prepared dataset folder (default: the synthetic default "
+                                                 "under data/, created if missing)")
+    train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
+    train.add_argument("--profile", default="paper", help="named config: paper (default) or quick")
+    train.add_argument("--config", type=Path, help="YAML config file (instead of --profile)")
+    for name, options in _FIELD_FLAGS.items():
+        train.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **options)
+    train.add_argument("--no-bridge", dest="bridge", action="store_const", const=False, default=None,
+                       help="drop the SC_Att_Bridge (ablation)")
+    train.add_argument("--amp", dest="amp", action="store_const", const=True, default=None,
+                       help="mixed precision on CUDA (off in the paper)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override any config field (value parsed as YAML), repeatable")
+    train.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    train.add_argument("--overwrite", action="store_true", help="start again even if RUN holds a run")
+    train.add_argument("--no-resume", dest="resume", action="store_false",
+                       help="refuse to continue an unfinished run in RUN")
+    train.add_argument("--no-test", dest="test", action="store_false", help="skip the final test")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    train.set_defaults(func=run_train)
+
+    test = sub.add_parser("test", help="test a run's best.pt the paper's way (pooled metrics + CI)",
+                          description="Pooled DSC/IoU/ACC/SE/SP, per-image DSC and a bootstrap CI; "
+                                      "writes RUN/results_<data>_<split>.json.")
+    test.add_argument("--run", type=Path, required=True, help="run folder written by `ulvm train`")
+    test.add_argument("--data", type=Path, help="prepared dataset (default: the one the run trained on); "
+                                                "another one = external validation")
+    test.add_argument("--split", default="test", choices=("train", "val", "test"))
+    test.add_argument("--fold", type=int, help="fold of --data (default: the run's own fold on its own data)")
+    test.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    test.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the DSC CI")
+    test.add_argument("--save-predictions", action="store_true",
+                      help="also write prediction masks and overlays (PNG) into RUN/predictions_<data>_<split>/")
+    test.set_defaults(func=run_test)
+
+
+def config_from_args(args: argparse.Namespace):
+    """Profile or YAML file, then the named flags, then `--set` overrides."""
+    from ..config import Config
+
+    config = Config.from_yaml(args.config) if args.config else Config.profile(args.profile)
+    overrides = {name: getattr(args, name) for name in (*_FIELD_FLAGS, "bridge", "amp")
+                 if getattr(args, name) is not None}
+    for item in args.overrides:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise UlvmError(f"--set {item!r}: expected FIELD=VALUE")
+        overrides[field.strip()] = yaml.safe_load(value)
+    return config.replace(**overrides)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate, summary_line, write_results
+    from ..train import fit
+
+    config = config_from_args(args)
+    data = args.data
+    if data is None:
+        from ..data import default_dataset
+        data = default_dataset()
+    result = fit(config, data, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite,
+                 progress=args.progress)
+    print(f"trained {args.out}: best epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}), "
+          f"{result.wall_time_s:.1f}s on {result.device}")
+    if args.test:
+        results = evaluate(args.out, data, device=args.device)
+        path = write_results(results, args.out)
+        print(summary_line(results))
+        print(f"results: {path}")
+    return 0
+
+
+def run_test(args: argparse.Namespace) -> int:
+    from ..checkpoint import read_checkpoint
+    from ..evaluate import evaluate, summary_line, write_results
+
+    data = args.data
+    if data is None:
+        data = Path(read_checkpoint(args.run / "best.pt")["data"]["root"])
+    predictions = args.run / f"predictions_{Path(data).name}_{args.split}" if args.save_predictions else None
+    results = evaluate(args.run, data, split=args.split, fold=args.fold, device=args.device,
+                       bootstrap=args.bootstrap, save_predictions=predictions)
+    path = write_results(results, args.run)
+    print(summary_line(results))
+    print(f"results: {path}")
+    return 0

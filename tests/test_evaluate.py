@@ -1,0 +1,86 @@
+"""Evaluation: pooled metrics of best.pt equal the metrics of its own predictions; results JSON; the CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from test_train import tiny_config, write_tiny_prepared
+from ulvm.checkpoint import load_run
+from ulvm.cli import main
+from ulvm.errors import RunError
+from ulvm.evaluate import evaluate, write_results
+from ulvm.metrics import pooled_metrics
+from ulvm.train import fit, split_tensors
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = write_tiny_prepared(root)
+    run = root / "run"
+    fit(tiny_config(epochs=2), data, run, device="cpu", progress=False)
+    return data, run
+
+
+def test_pooled_metrics_are_those_of_the_best_models_predictions(trained):
+    data, run = trained
+    results = evaluate(run, data, device="cpu", bootstrap=200)
+    model, config = load_run(run)
+    from ulvm.data import load_prepared
+    images, masks, ids = split_tensors(load_prepared(data), "test", config, torch.device("cpu"))
+    with torch.no_grad():
+        expected = pooled_metrics(model(images), masks, config.threshold)
+    assert results["pooled"] == pytest.approx(expected)
+    assert results["per_image"]["ids"] == ids and len(results["per_image"]["dsc"]) == len(ids) == 4
+    low, high = results["dsc_ci95"]
+    assert 0.0 <= low <= high <= 1.0
+    assert results["best_epoch"] == torch.load(run / "best.pt", weights_only=True)["epoch"]
+    assert results["external"] is False and results["config"] == config.to_dict()
+    assert results["machine"]["device"] == "cpu" and results["code_version"]
+    assert results["data"]["manifest_hash"] and results["n_images"] == 4
+
+
+def test_results_json_and_prediction_overlays(trained, tmp_path):
+    data, run = trained
+    results = evaluate(run, data, device="cpu", bootstrap=0, save_predictions=tmp_path / "predictions")
+    path = write_results(results)
+    assert path.parent == run and path.name == "results_prepared_test.json"
+    assert json.loads(path.read_text())["pooled"] == results["pooled"]
+    assert "dsc_ci95" not in results
+    first = results["per_image"]["ids"][0]
+    overlay = np.asarray(Image.open(tmp_path / "predictions" / f"{first}_overlay.png"))
+    predicted = np.asarray(Image.open(tmp_path / "predictions" / f"{first}_pred.png"))
+    assert overlay.shape == (32, 32, 3) and predicted.shape == (32, 32)
+    assert set(np.unique(predicted)) <= {0, 255}
+
+
+def test_external_validation_on_another_prepared_dataset(trained, tmp_path):
+    data, run = trained
+    other = write_tiny_prepared(tmp_path, n=12, seed=5)
+    results = evaluate(run, other, device="cpu", bootstrap=50)
+    assert results["external"] is True and results["data"]["root"] == str(other)
+    assert results["n_images"] == 4 and 0.0 <= results["pooled"]["dsc"] <= 1.0
+
+
+def test_cli_train_then_test(tmp_path, capsys):
+    data = write_tiny_prepared(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    tiny_config(epochs=1).to_yaml(config)
+    run = tmp_path / "cli_run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--config", str(config), "--device", "cpu",
+                 "--no-progress", "--set", "seed=3"]) == 0
+    out = capsys.readouterr().out
+    assert "best epoch 1" in out and "DSC" in out and (run / "results_prepared_test.json").is_file()
+    assert main(["train", "--data", str(data), "--out", str(run), "--config", str(config), "--device", "cpu",
+                 "--set", "seed=3"]) == 2                                      # finished: refused
+    assert "already finished" in capsys.readouterr().err
+    assert main(["test", "--run", str(run), "--device", "cpu", "--bootstrap", "100", "--save-predictions"]) == 0
+    assert "results_prepared_test.json" in capsys.readouterr().out
+    assert any((run / "predictions_prepared_test").glob("*_overlay.png"))
+
+
+def test_missing_run_is_a_clear_error(tmp_path):
+    with pytest.raises(RunError, match="best.pt: checkpoint not found"):
+        evaluate(tmp_path, write_tiny_prepared(tmp_path), device="cpu")

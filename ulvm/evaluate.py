@@ -1,0 +1,181 @@
+"""Testing a trained model the paper's way, plus the per-image view and a confidence interval.
+
+`evaluate(run_dir_or_model, data)` predicts every image of a split (by default the test split, with the
+model of `best.pt` — lowest validation loss, the paper's selection) and computes, with `ulvm.metrics`:
+
+* the paper's numbers: ONE confusion matrix pooled over every pixel of the split, prediction >= 0.5 and
+  soft ground truth >= 0.5 -> DSC, IoU, ACC, SE, SP, precision (UltraLight VM-UNet §4.1, Table 1);
+* per-image DSC and IoU (their distribution shows what pooling hides: small lesions that are missed);
+* a seeded bootstrap 95% confidence interval of the pooled DSC, resampling images.
+
+External validation (the paper trains on ISIC and tests on PH2) is the same call with another prepared
+dataset: the test split of that dataset is normalised with its own statistics, as the paper does.
+`write_results` stores the dict as JSON next to the run (atomically) with the exact config, the data
+manifest hash, the code version and the machine. Metrics are computed at the model's input size
+(`Config.input_size`; the prepared size for the paper profile). The book's evaluation chapter reads these
+files.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import model_from_checkpoint, read_checkpoint
+from .config import Config
+from .errors import RunError
+from .io import atomic_directory, atomic_write_bytes, atomic_write_json
+from .metrics import bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
+from .runtime import describe_machine, resolve_device
+from .train import load_data, predict, split_tensors
+
+CI_LEVEL = 0.95
+
+
+def code_version() -> str:
+    """`git describe` of the checkout this package runs from, else the installed package version."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        described = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root,
+                                   capture_output=True, text=True, timeout=10)
+        if described.returncode == 0 and described.stdout.strip():
+            return described.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return "ulvm " + version("ulvm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = None,
+             device: str = "auto", bootstrap: int = 1000, config: Config | None = None,
+             save_predictions: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of a run folder's `best.pt` (or of a model with `config`) on one split of `data`.
+
+    `fold`: the cross-validation fold of `data`; by default the run's own fold when `data` is the data the
+    run was trained on, else none. `bootstrap`: replicates for the DSC CI (0 = skip).
+    `save_predictions`: a folder to write prediction masks and overlays into (PNG).
+    """
+    started = time.perf_counter()
+    device = resolve_device(device)
+    prepared = load_data(data)
+    run_info: dict[str, Any] = {}
+    if isinstance(run_dir_or_model, torch.nn.Module):
+        model, config = run_dir_or_model.to(device).eval(), config or Config()
+    else:
+        run_dir = Path(run_dir_or_model)
+        checkpoint = read_checkpoint(run_dir / "best.pt")
+        model, config = model_from_checkpoint(checkpoint, source=str(run_dir / "best.pt"))
+        model = model.to(device)
+        same_data = checkpoint["data"]["content_hash"] == prepared.content_hash
+        run_info = {"run_dir": str(run_dir), "checkpoint": "best.pt", "best_epoch": checkpoint["epoch"],
+                    "trained_on": checkpoint["data"], "external": not same_data}
+        if fold is None and same_data:
+            fold = config.fold
+    eval_config = config.replace(fold=fold)
+
+    images, masks, ids = split_tensors(prepared, split, eval_config, device)
+    counts, kept = [], []
+    for part, probs in predict(model, images, config.eval_batch_size):
+        counts.append(confusion_counts(probs, masks[part], config.threshold))       # (batch, 4) on device
+        if save_predictions is not None:
+            kept.append(probs.cpu())
+    counts = torch.cat(counts).cpu()                                                 # (n, 4)
+    if save_predictions is not None:
+        write_predictions(save_predictions, prepared, split, eval_config, ids, torch.cat(kept))
+
+    per_image = per_image_metrics(counts)
+    results: dict[str, Any] = {
+        "split": split, "fold": fold, "n_images": len(ids), "threshold": config.threshold,
+        "image_size": config.input_size,
+        "pooled": pooled_metrics(counts),
+        "confusion": dict(zip(("tp", "fp", "fn", "tn"), counts.sum(dim=0).tolist())),
+        "per_image": {"ids": list(ids), "dsc": per_image["dsc"].tolist(), "iou": per_image["iou"].tolist()},
+        "per_image_summary": {f"{name}_{stat}": float(fn(values)) for name, values in per_image.items()
+                              for stat, fn in (("mean", np.mean), ("median", np.median), ("std", np.std))},
+        "data": {"root": str(prepared.root), "manifest_hash": prepared.manifest_hash,
+                 "content_hash": prepared.content_hash},
+        "config": config.to_dict(),
+        "code_version": code_version(),
+        "machine": describe_machine(device),
+        **run_info,
+    }
+    if bootstrap:
+        low, high = bootstrap_ci(counts, "dsc", n_boot=bootstrap, level=CI_LEVEL, seed=config.seed)
+        results["dsc_ci95"] = [low, high]
+        results["bootstrap"] = {"replicates": bootstrap, "level": CI_LEVEL, "seed": config.seed,
+                                "unit": "image", "statistic": "pooled dsc"}
+    results["eval_time_s"] = time.perf_counter() - started
+    return results
+
+
+def results_path(run_dir: str | Path, results: dict[str, Any]) -> Path:
+    """`RUN/results_<data folder name>_<split>[_fold<k>].json`: one file per data set and split."""
+    name = Path(results["data"]["root"]).name
+    fold = f"_fold{results['fold']}" if results.get("fold") is not None else ""
+    return Path(run_dir) / f"results_{name}_{results['split']}{fold}.json"
+
+
+def write_results(results: dict[str, Any], run_dir: str | Path | None = None) -> Path:
+    """Write `results` atomically next to the run (`results_path`); returns the file written."""
+    run_dir = run_dir if run_dir is not None else results.get("run_dir")
+    if run_dir is None:
+        raise RunError("write_results: no run folder given and the results do not come from a run")
+    return atomic_write_json(results_path(run_dir, results), results)
+
+
+def summary_line(results: dict[str, Any]) -> str:
+    """One line for the terminal: the paper's five metrics, the CI and the per-image mean DSC."""
+    p = results["pooled"]
+    text = (f"{results['split']} ({results['n_images']} images): DSC {p['dsc']:.4f}  IoU {p['iou']:.4f}  "
+            f"ACC {p['acc']:.4f}  SE {p['se']:.4f}  SP {p['sp']:.4f}")
+    if "dsc_ci95" in results:
+        text += f"  (DSC 95% CI {results['dsc_ci95'][0]:.4f}-{results['dsc_ci95'][1]:.4f})"
+    return text + f"  per-image DSC mean {results['per_image_summary']['dsc_mean']:.4f}"
+
+
+def write_predictions(folder: str | Path, prepared, split: str, config: Config, ids: list[str],
+                      probs: torch.Tensor) -> Path:
+    """PNG per image: `<id>_pred.png` (mask 0/255 at the threshold) and `<id>_overlay.png`.
+
+    The overlay is the prepared image with the ground truth outlined in green and the prediction in red.
+    """
+    from PIL import Image
+
+    index = list(prepared.indices(split, fold=config.fold))
+    size = (config.input_size, config.input_size)
+    with atomic_directory(folder, overwrite=True) as tmp:
+        for i, (image_id, prob) in enumerate(zip(ids, probs[:, 0].numpy())):
+            predicted = prob >= config.threshold                                     # (S, S) bool
+            image = np.asarray(Image.fromarray(prepared.images[index[i]]).resize(size, Image.BILINEAR))
+            truth = np.asarray(Image.fromarray(prepared.masks[index[i]]).resize(size, Image.BILINEAR)) >= 128
+            overlay = image.copy()
+            overlay[_outline(truth)] = (0, 255, 0)
+            overlay[_outline(predicted)] = (255, 0, 0)
+            for suffix, array in (("pred", predicted.astype(np.uint8) * 255), ("overlay", overlay)):
+                buffer = _png(array)
+                atomic_write_bytes(tmp / f"{image_id}_{suffix}.png", buffer)
+    return Path(folder)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of `mask` with a 4-neighbour outside it (a one-pixel contour)."""
+    padded = np.pad(mask, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def _png(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
