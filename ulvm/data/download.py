@@ -109,10 +109,14 @@ def fetch(url: str, dest: str | os.PathLike, *, expected_size: int | None = None
                     for block in iter(lambda: response.read(1 << 16), b""):
                         out.write(block)
                         bar.update(len(block))
+            received = part.stat().st_size
+            if total is not None and received < total:  # http.client returns b"" on an early close
+                raise ConnectionError(f"connection closed after {received} of {total} bytes")
             break
         except urllib.error.HTTPError as error:
-            if error.code == 416 and offset and total is not None and offset == total:
-                break  # the partial file is already complete
+            if error.code == 416 and offset and (error.headers.get("Content-Range") or "").strip() == f"bytes */{offset}":
+                total = offset
+                break  # the partial file was already complete (killed before its rename)
             raise DataError(f"{url}: HTTP {error.code} {error.reason}") from None
         except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError,
                 urllib.error.URLError) as error:

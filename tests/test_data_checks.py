@@ -1,0 +1,158 @@
+"""The bad-input suite: each bad input gives a DataError naming the file and the problem (or a logged
+fix-up), and never leaves a half-written prepared dataset behind."""
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_trees import make_folder
+from ulvm.data import prepare
+from ulvm.errors import DataError
+
+
+@pytest.fixture
+def raw(tmp_path):
+    return make_folder(tmp_path / "raw", 10)
+
+
+def prepare_small(src, out, **kwargs):
+    kwargs.setdefault("folds", 0)
+    return prepare("folder", src, out, size=32, counts=(6, 2, 2), workers=1, **kwargs)
+
+
+def assert_fails_cleanly(src, out, match, **kwargs):
+    with pytest.raises(DataError, match=match):
+        prepare_small(src, out, **kwargs)
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no temp folder
+
+
+def test_truncated_image(raw, tmp_path):
+    path = raw / "images" / "case004.png"
+    path.write_bytes(path.read_bytes()[:200])
+    assert_fails_cleanly(raw, tmp_path / "out", r"case004.png: cannot read image")
+
+
+def test_not_an_image(raw, tmp_path):
+    (raw / "images" / "case004.png").write_text("hello")
+    assert_fails_cleanly(raw, tmp_path / "out", r"case004.png: cannot read image")
+
+
+def test_mask_size_differs(raw, tmp_path):
+    Image.new("L", (20, 20)).save(raw / "masks" / "case002.png")
+    assert_fails_cleanly(raw, tmp_path / "out", r"case002.png: mask size 20x20 differs from its image size 40x30")
+
+
+def test_soft_mask_rejected_unless_allowed(raw, tmp_path):
+    mask = np.asarray(Image.open(raw / "masks" / "case001.png")).copy()
+    mask[5, 5] = 128
+    Image.fromarray(mask).save(raw / "masks" / "case001.png")
+    assert_fails_cleanly(raw, tmp_path / "out", r"case001.png: mask has values other than 0 and 255")
+    out = prepare_small(raw, tmp_path / "soft", allow_soft_masks=True)
+    notes = json.loads((out / "manifest.json").read_text())["samples"][1]["notes"]
+    assert any("soft mask accepted" in note for note in notes)
+
+
+def test_palette_mask_with_lesion_at_index_0(raw, tmp_path):
+    """A palette PNG whose index 0 is WHITE (lesion): read through colours, not raw indices."""
+    mask = np.asarray(Image.open(raw / "masks" / "case003.png"))
+    palette_mask = Image.fromarray(np.where(mask == 255, 0, 1).astype(np.uint8), mode="P")
+    palette_mask.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)
+    palette_mask.save(raw / "masks" / "case003.png")
+    out = prepare_small(raw, tmp_path / "out")
+    reference = prepare_small(make_folder(tmp_path / "raw2", 10), tmp_path / "ref")
+    assert (out / "masks" / "case003.png").read_bytes() == (reference / "masks" / "case003.png").read_bytes()
+
+
+def test_two_colour_palette_mask_is_mapped_by_luminance(raw, tmp_path, caplog):
+    mask = np.asarray(Image.open(raw / "masks" / "case003.png"))
+    palette_mask = Image.fromarray(np.where(mask == 255, 1, 0).astype(np.uint8), mode="P")
+    palette_mask.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)  # red lesion on black
+    palette_mask.save(raw / "masks" / "case003.png")
+    with caplog.at_level(logging.INFO):
+        out = prepare_small(raw, tmp_path / "out")
+    assert "two-colour palette mask" in caplog.text
+    assert np.asarray(Image.open(out / "masks" / "case003.png")).max() == 255
+
+
+def test_zero_one_mask_is_scaled_and_logged(raw, tmp_path, caplog):
+    mask = np.asarray(Image.open(raw / "masks" / "case000.png"))
+    Image.fromarray((mask // 255).astype(np.uint8)).save(raw / "masks" / "case000.png")
+    with caplog.at_level(logging.INFO):
+        prepare_small(raw, tmp_path / "out")
+    assert "case000.png: mask values {0, 1} scaled to {0, 255}" in caplog.text
+
+
+def test_inverted_mask(raw, tmp_path):
+    mask = np.asarray(Image.open(raw / "masks" / "case005.png"))
+    Image.fromarray(255 - mask).save(raw / "masks" / "case005.png")
+    assert_fails_cleanly(raw, tmp_path / "out", r"case005.png: mask looks inverted")
+    prepare_small(raw, tmp_path / "accepted", check_inverted=False)  # the documented way out
+
+
+def test_colour_mask(raw, tmp_path):
+    mask = np.asarray(Image.open(raw / "masks" / "case005.png"))
+    Image.fromarray(np.stack([mask, mask // 2, mask], -1)).save(raw / "masks" / "case005.png")
+    assert_fails_cleanly(raw, tmp_path / "out", r"case005.png: colour mask")
+
+
+def test_grey_24bit_mask_is_fine(raw, tmp_path):
+    mask = np.asarray(Image.open(raw / "masks" / "case005.png"))
+    Image.fromarray(np.stack([mask] * 3, -1)).save(raw / "masks" / "case005.png")
+    prepare_small(raw, tmp_path / "out")
+
+
+def test_image_without_mask_and_mask_without_image(raw, tmp_path):
+    (raw / "masks" / "case007.png").unlink()
+    assert_fails_cleanly(raw, tmp_path / "out", r"1 image without mask: .*case007.png")
+    (raw / "images" / "case008.png").rename(raw / "other.png")
+    (raw / "images" / "case007.png").unlink()
+    assert_fails_cleanly(raw, tmp_path / "out", r"1 mask without image: .*case008.png")
+
+
+def test_grayscale_and_rgba_images_are_converted_and_logged(raw, tmp_path, caplog):
+    image = Image.open(raw / "images" / "case001.png")
+    image.convert("L").save(raw / "images" / "case001.png")
+    rgba = image.convert("RGBA")
+    rgba.putpixel((0, 0), (1, 2, 3, 0))
+    rgba.save(raw / "images" / "case002.png")
+    with caplog.at_level(logging.INFO):
+        out = prepare_small(raw, tmp_path / "out")
+    assert "case001.png: L image converted to RGB" in caplog.text
+    assert "case002.png: RGBA image with transparent pixels; alpha dropped" in caplog.text
+    samples = json.loads((out / "manifest.json").read_text())["samples"]
+    assert samples[1]["notes"] == ["case001.png: L image converted to RGB"]
+
+
+def test_empty_split_and_empty_folder(raw, tmp_path):
+    with pytest.raises(DataError, match="empty split 'val'"):
+        prepare("folder", raw, tmp_path / "out", size=32, counts=(8, 0, 2), workers=1)
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    with pytest.raises(DataError, match=rf"{empty}: no images or masks found"):
+        prepare("folder", empty, tmp_path / "out2")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def test_duplicate_stems(raw, tmp_path):
+    Image.open(raw / "images" / "case001.png").convert("RGB").save(raw / "images" / "case001.jpg")
+    assert_fails_cleanly(raw, tmp_path / "out", r"case001.*duplicate image id 'case001'")
+
+
+def test_missing_folders_and_unknown_kind(tmp_path):
+    with pytest.raises(DataError, match=r"images: folder not found"):
+        prepare("folder", tmp_path, tmp_path / "out")
+    with pytest.raises(DataError, match="unknown dataset kind 'isic2019'"):
+        prepare("isic2019", tmp_path, tmp_path / "out")
+
+
+def test_mask_suffix_detection_and_mismatch(tmp_path):
+    src = make_folder(tmp_path / "lesion", 10, mask_suffix="_lesion")
+    prepare_small(src, tmp_path / "out")
+    odd = make_folder(tmp_path / "odd", 10, mask_suffix="-label")
+    with pytest.raises(DataError, match="no mask name matches an image name"):
+        prepare_small(odd, tmp_path / "out2")
+    prepare_small(odd, tmp_path / "out3", mask_suffix="-label")
