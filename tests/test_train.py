@@ -160,3 +160,10 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_
     assert read_checkpoint(run / "best.pt")["epoch"] == clean.best_epoch
     with open(run / "log.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, epochs + 1))
+
+
+def test_resizing_to_the_input_size_keeps_targets_in_range():
+    images = torch.full((2, 3, 256, 256), 255.0)
+    masks = torch.ones(2, 1, 256, 256)
+    images, masks = ulvm.train.to_input_size(images, masks, tiny_config(input_size=64))
+    assert masks.shape == (2, 1, 64, 64) and masks.max() <= 1.0 and images.max() <= 255.0

@@ -19,6 +19,8 @@ _FIELD_FLAGS = {
     "augment": dict(choices=("auto", "paper", "batch", "none"), help="training augmentation path"),
     "max_images": dict(type=int, help="use at most this many train and val images"),
 }
+_THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a shared small machine use 1: "
+                 "this tiny model gains little from threads and slows badly when a core is busy")
 
 
 def register(sub) -> None:
@@ -40,6 +42,7 @@ def register(sub) -> None:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                        help="override any config field (value parsed as YAML), repeatable")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    train.add_argument("--threads", type=int, help=_THREADS_HELP)
     train.add_argument("--overwrite", action="store_true", help="start again even if RUN holds a run")
     train.add_argument("--no-resume", dest="resume", action="store_false",
                        help="refuse to continue an unfinished run in RUN")
@@ -56,10 +59,17 @@ def register(sub) -> None:
     test.add_argument("--split", default="test", choices=("train", "val", "test"))
     test.add_argument("--fold", type=int, help="fold of --data (default: the run's own fold on its own data)")
     test.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    test.add_argument("--threads", type=int, help=_THREADS_HELP)
     test.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the DSC CI")
     test.add_argument("--save-predictions", action="store_true",
                       help="also write prediction masks and overlays (PNG) into RUN/predictions_<data>_<split>/")
     test.set_defaults(func=run_test)
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(args.threads)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -81,6 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, summary_line, write_results
     from ..train import fit
 
+    _set_threads(args)
     config = config_from_args(args)
     data = args.data
     if data is None:
@@ -102,6 +113,7 @@ def run_test(args: argparse.Namespace) -> int:
     from ..checkpoint import read_checkpoint
     from ..evaluate import evaluate, summary_line, write_results
 
+    _set_threads(args)
     data = args.data
     if data is None:
         data = Path(read_checkpoint(args.run / "best.pt")["data"]["root"])
