@@ -146,3 +146,19 @@ def test_augmented_items_keep_image_and_mask_aligned(prepared):
         # the synthetic lesion is dark: inside the mask the image is darker than outside (non-zero) skin
         skin = (~lesion) & (image.mean(0) > 0)
         assert image.mean(0)[lesion].mean() < image.mean(0)[skin].mean()
+
+
+def test_device_split_batches_equal_the_dataset(prepared):
+    from ulvm.data import DeviceSplit
+
+    dataset = SegmentationDataset(prepared, "train")
+    split = DeviceSplit(prepared, "train")
+    images, masks = next(split.batches(4))
+    for i in range(4):
+        image, mask = dataset[i]
+        assert torch.allclose(images[i], image, atol=1e-4) and torch.equal(masks[i], mask)
+    generator = seeded_generator(0)
+    augmented = [b for b in split.batches(4, shuffle=True, augment=True, generator=generator)]
+    assert sum(b[0].shape[0] for b in augmented) == len(dataset)
+    again = [b for b in split.batches(4, shuffle=True, augment=True, generator=seeded_generator(0))]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(augmented, again))

@@ -14,7 +14,6 @@ Only the standard library speaks HTTP. Layout under `--root` (default `data/`): 
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os

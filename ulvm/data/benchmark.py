@@ -1,0 +1,88 @@
+"""Data-path speed, printed (never asserted): `python -m ulvm.data.benchmark [--ph2 PATH] [--device D]`.
+
+1. preparing the 200 PH2 images at 256x256 (issue target: <= 20 s on 2 cores), when the folder is given;
+2. one epoch of 1250 training images at batch 8 with augmentation, three ways: the paper's per-image
+   NumPy/SciPy loader in the main process and with one worker (as the paper), and the batch path
+   (`DeviceSplit`, torch ops) on the CPU and, where there is one, on the GPU (target >= 2000 images/s).
+Uses the synthetic default dataset, repeated to 1250 images, so it runs anywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from .batches import DeviceSplit
+from .dataset import SegmentationDataset, seeded_generator, worker_init_fn
+from .prepare import load_prepared, prepare
+from .synthetic import default_dataset
+
+EPOCH_IMAGES, BATCH = 1250, 8
+
+
+def time_prepare(src: Path, workers: int | None = None) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        prepare("folder", src, Path(tmp) / "prepared", workers=workers)
+        return time.perf_counter() - start
+
+
+def loader_images_per_second(prepared, workers: int) -> float:
+    """The paper's path: per-image normalisation + SciPy augmentation in a DataLoader."""
+    dataset = SegmentationDataset(prepared, "train", augment=True)
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
+                        worker_init_fn=worker_init_fn, generator=seeded_generator(0))
+    seen, start = 0, time.perf_counter()
+    while seen < EPOCH_IMAGES:
+        for images, _ in loader:
+            seen += images.shape[0]
+            if seen >= EPOCH_IMAGES:
+                break
+    return seen / (time.perf_counter() - start)
+
+
+def batch_images_per_second(prepared, device: str) -> float:
+    """The fast path: the split on the device, normalised and augmented per batch with torch ops."""
+    split = DeviceSplit(prepared, "train", device=device)
+    generator = seeded_generator(0)
+    for _ in split.batches(BATCH, augment=True, generator=generator):  # warm-up (CUDA context, caches)
+        break
+    if split.device.type == "cuda":
+        torch.cuda.synchronize()
+    seen, start = 0, time.perf_counter()
+    while seen < EPOCH_IMAGES:
+        for images, _ in split.batches(BATCH, shuffle=True, augment=True, generator=generator):
+            seen += images.shape[0]
+            if seen >= EPOCH_IMAGES:
+                break
+    if split.device.type == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ph2", type=Path, default=None, help="flat PH2 folder (images/ + masks/) to time preparing")
+    parser.add_argument("--data", default="data", help="root of the synthetic default dataset")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda: device of the batch path")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.ph2 is not None:
+        print(f"prepare 200 PH2 images at 256x256: {time_prepare(args.ph2):.1f} s")
+    prepared = load_prepared(default_dataset(args.data))
+    print(f"one epoch of {EPOCH_IMAGES} images, batch {BATCH}, with augmentation (torch threads {args.threads}):")
+    print(f"  paper loader (NumPy/SciPy), main process: {loader_images_per_second(prepared, 0):8.0f} images/s")
+    print(f"  paper loader (NumPy/SciPy), 1 worker:     {loader_images_per_second(prepared, 1):8.0f} images/s")
+    print(f"  batch path (torch), cpu:                  {batch_images_per_second(prepared, 'cpu'):8.0f} images/s")
+    if args.device in ("auto", "cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        print(f"  batch path (torch), cuda ({name}): {batch_images_per_second(prepared, 'cuda'):8.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()
