@@ -1,5 +1,5 @@
 """Data: from raw files (ISIC 2017/2018, PH2, your own folder, or the synthetic default) to the tensors
-the network sees, exactly as the paper prepares and loads them. Explained in `notebooks/02_data.ipynb`.
+the network sees, exactly as the paper prepares and loads them. Explained in `notebooks/04_data.ipynb`.
 
 raw files -> `layouts` (one adapter per layout) -> `checks` -> `prepare` (resize, seeded split, manifest)
 -> prepared folder -> `load_prepared` -> `SegmentationDataset` (paper normalisation + augmentation) or

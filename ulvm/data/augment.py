@@ -13,10 +13,11 @@ draws them with the paper's probabilities; `transform_numpy` and `transform_batc
 the two paths can be compared on the same draws (tests/test_data_augment.py). The batch path computes,
 for every output pixel, which input pixel it comes from (rotation inverse-mapped and rounded to the
 nearest pixel as SciPy does, then the rot90/flip index map) and gathers: one gather per batch.
-The book shows the family in `notebooks/02_data.ipynb`.
+The book shows the family in `notebooks/04_data.ipynb`.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +65,9 @@ def paper_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator)
     return transform_numpy(image, mask, int(p.k[0]), int(p.flip[0]), int(p.angle[0]))
 
 
-def _dihedral_index_maps(size: int, device) -> torch.Tensor:
-    """(9, size*size): for each (k, flip) (row 3*(flip+1)... see below), the input index of each output pixel."""
+@functools.lru_cache(maxsize=8)
+def _dihedral_index_maps(size: int, device: torch.device) -> torch.Tensor:
+    """(12, size*size): for each (k, flip), at row (flip + 1) * 4 + k, the input index of each output pixel."""
     grid = torch.arange(size * size, device=device).reshape(size, size)
     maps = []
     for flip in (-1, 0, 1):

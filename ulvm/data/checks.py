@@ -4,7 +4,7 @@ Raw datasets come in many small variations (1-bit BMP masks in PH2, palette PNGs
 edges, grayscale or RGBA images...). Every check here either raises a `DataError` that names the file and
 says what is wrong, or applies a documented fix-up and returns a short note that ends up in the
 prepared dataset's manifest (so nothing is changed silently). The book shows these in
-`notebooks/02_data.ipynb`.
+`notebooks/04_data.ipynb`.
 
 Conventions of the prepared data (the paper's "prepare your own dataset"): images are 24-bit RGB,
 masks are 8-bit with background 0 and lesion 255.

@@ -10,7 +10,7 @@ A finding for readers: z-scoring is an affine map x -> (x - mean) / std with std
 min-max removes every increasing affine map, so the split statistics have NO effect on what the network
 sees: `paper_normalize(x, mean, std) == paper_normalize(x, 0, 1)` (up to float rounding), i.e. each image
 is simply stretched to span 0..255. We implement the pipeline as the paper does anyway and test the
-identity (tests/test_data_dataset.py); `notebooks/02_data.ipynb` shows it.
+identity (tests/test_data_augment.py); `notebooks/04_data.ipynb` shows it.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ as zip files, and PH2, which its authors distribute by hand. What this module gu
   builds the folder under a temporary name: an interrupted extraction leaves nothing half-written;
 - idempotent: a second call finds `download.json` and does nothing.
 Only the standard library speaks HTTP. Layout under `--root` (default `data/`): `downloads/<file>.zip`,
-`raw/<name>/...`. The book's data chapter (`notebooks/02_data.ipynb`) lists the commands.
+`raw/<name>/...`. The book's data chapter (`notebooks/04_data.ipynb`) lists the commands.
 """
 from __future__ import annotations
 

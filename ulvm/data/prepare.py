@@ -14,7 +14,7 @@ a SHA-256 of the prepared pixels, and the exact command. Lossless PNG keeps it c
 images take ~20 MB) and readable by any image viewer. The same inputs and seed give a byte-identical
 manifest on any machine (no dates, no absolute paths the user did not type, no library versions).
 The folder is built under a temporary name and renamed at the end: a failure leaves nothing behind.
-The book explains all this in `notebooks/02_data.ipynb`.
+The book explains all this in `notebooks/04_data.ipynb`.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ across platforms and NumPy versions), then cut: the same ids and seed give the s
 Paper counts (§4.1): ISIC 2017 1250/150/600 of 2000, ISIC 2018 1815/259/520 of 2594, PH2 all 200 as an
 external test set. For our own experiments every prepared dataset also carries k folds (stratified by
 diagnosis where known), each with a validation part carved from its training part for model selection.
-The book discusses this in `notebooks/02_data.ipynb`.
+The book discusses this in `notebooks/04_data.ipynb`.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ generator (`seed`, `index`), so image i is the same whatever `n` is, on any mach
 - a few dark hairs (curves that may cross the lesion: the mask does not include them);
 - the dermoscope's vignette and, in some images, its dark circular field stop in the corners.
 Written in the custom-folder layout (`images/*.png` 24-bit RGB, `masks/*.png` 8-bit 0/255), so it goes
-through the same preparation as real data. `notebooks/02_data.ipynb` shows a grid of them.
+through the same preparation as real data. `notebooks/04_data.ipynb` shows a grid of them.
 """
 from __future__ import annotations
 
