@@ -11,25 +11,28 @@ indexing a seeded permutation. Augmentation (`Config.augment`) is either the bat
 `ulvm.data.augment_batch` (torch ops on the whole batch, on the device) or the paper's exact per-image
 NumPy/SciPy path (items of `ulvm.data.SegmentationDataset`, resized to the input size if needed).
 "auto" = the batch path on CUDA and the paper path on CPU, so the book's CPU runs keep the official
-transformation (on CPU it costs ~7 ms per 256² image: ~3% of a batch-8 step at 256², ~25% of an epoch of
-the quick profile at 64² — set `augment="batch"` to save that). The loss is summed on
-the device and read once per epoch (the progress bar reads it every 20 steps), so there is no host sync
-per step. `train_step` has only tensor inputs and no data-dependent Python branches, so it can be
-captured in a CUDA graph or compiled; with `Config.drop_last` every step has the same batch shape
-(otherwise the last short batch is a second shape — the official loader keeps it, so the paper
-profile does too).
+transformation (on CPU it costs ~7 ms per 256² image: ~3% of a batch-8 step at 256², ~25% of an epoch
+of the quick profile at 64² — set `augment="batch"` to save that). The loss is summed on the device and
+read once per epoch (the progress bar reads it every 20 steps); the loop itself adds no host sync per
+step (`augment_batch` currently copies its random draws to the host once per batch). `train_step` has
+only tensor inputs and no data-dependent Python branches, so it can be captured in a CUDA graph or
+compiled; with `Config.drop_last` every step has the same batch shape (otherwise the last short batch is
+a second shape — the official loader keeps it, so the paper profile does too).
 
 Resume: `last.pt` holds model, optimizer, scheduler, every RNG state, epoch and history; a run folder
 with a `last.pt` is resumed automatically and, on CPU, ends bit-identical to an uninterrupted run
-(tests/test_train_resume.py kills a run with SIGKILL to check this). A finished run is not overwritten
+(tests/test_train.py kills a run with SIGKILL to check this). A finished run is not overwritten
 unless asked; a NaN/inf loss stops the run with `RunError` and keeps the last good checkpoint.
 
-Not deterministic on CUDA (same seed, same GPU): index_select/scatter-add backward (`torch.index_select`
-in batching is forward-only, but the model's upsampling and convolutions use cuDNN/atomicAdd kernels
-whose summation order varies), cuDNN algorithm choice (benchmark mode), and the mamba-ssm kernels' atomic
-adds in the backward pass. Runs on CUDA therefore differ in the last bits from epoch one and drift apart;
-seeds still fix the data order, initialisation and augmentation. `torch.use_deterministic_algorithms`
-is not switched on: it slows training and the mamba-ssm backend has no deterministic variant.
+Not deterministic on CUDA (same seed, same GPU, same software): the backward passes of
+`AdaptiveAvgPool2d` (the attention bridge's pooling) and of bilinear `F.interpolate` (every decoder
+upsampling) accumulate with atomic adds in an order that varies from run to run, and have no
+deterministic CUDA implementation (`torch.use_deterministic_algorithms(True)` raises on them); cuDNN
+may pick non-deterministic convolution backward algorithms (unless `torch.backends.cudnn.deterministic`);
+the mamba-ssm selective-scan backward (backend "cuda") also reduces with atomics. Differences start in
+the last bits of the first gradients and grow over epochs, so two CUDA runs with one seed end at
+slightly different weights and metrics. What the seed still fixes on CUDA: initialisation, data order,
+augmentation draws. Resume on CUDA continues the same RNG streams, but is not bit-identical either.
 """
 from __future__ import annotations
 
