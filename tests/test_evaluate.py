@@ -84,3 +84,12 @@ def test_cli_train_then_test(tmp_path, capsys):
 def test_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(RunError, match="best.pt: checkpoint not found"):
         evaluate(tmp_path, write_tiny_prepared(tmp_path), device="cpu")
+
+
+def test_a_model_object_evaluates_like_its_run(trained):
+    """The path for weights from elsewhere (e.g. an official .pth loaded with load_model_state)."""
+    data, run = trained
+    model, config = load_run(run)
+    from_model = evaluate(model, data, config=config, device="cpu", bootstrap=0)
+    from_run = evaluate(run, data, device="cpu", bootstrap=0)
+    assert from_model["pooled"] == from_run["pooled"] and "run_dir" not in from_model
