@@ -203,7 +203,7 @@ def timing_table(results: list[NotebookResult], profile: str) -> str:
     return "\n".join(lines)
 
 
-# ---- what the notebooks call to find their data and reuse their runs --------------------------------
+# ---- what the notebooks call to find their data --------------------------------
 
 
 def dataset_path(data: str | os.PathLike, root: Path | None = None) -> Path:
@@ -221,18 +221,18 @@ def dataset_path(data: str | os.PathLike, root: Path | None = None) -> Path:
     return path
 
 
-def train_or_load(config, data, run_dir: str | os.PathLike, device: str = "auto") -> list[dict]:
-    """Train `config` into `run_dir`, or reuse the run there when it already finished with the same
-    config on the same data; returns the per-epoch history either way. An unfinished run resumes."""
-    from .checkpoint import read_checkpoint
-    from .config import Config
-    from .train import fit, load_data
 
-    prepared = load_data(data)
-    last = Path(run_dir) / "last.pt"
-    if last.is_file():
-        checkpoint = read_checkpoint(last)
-        if (checkpoint["epoch"] >= config.epochs and Config.from_dict(checkpoint["config"]) == config
-                and checkpoint["data"]["manifest_hash"] == prepared.manifest_hash):
-            return list(checkpoint["history"])
-    return fit(config, prepared, run_dir, device=device, progress=False).history
+def run_folder(runs: str | os.PathLike, data_dir: Path, config) -> Path:
+    """Where the book keeps the run of `config` on `data_dir`: `RUNS/<data>_x<parallel>[_nobridge]_seed<seed>_<digest>`.
+
+    The digest (8 hex digits of the config's SHA-256) gives every distinct config its own folder, so a
+    changed profile trains a new run instead of colliding with an old one, while re-executing the book
+    with the same config reuses (or resumes) the run already there.
+    """
+    import hashlib
+
+    from .io import json_dumps
+
+    digest = hashlib.sha256(json_dumps(config.to_dict()).encode("utf-8")).hexdigest()[:8]
+    bridge = "" if config.bridge else "_nobridge"
+    return resolve(runs) / f"{data_dir.name}_x{config.parallel}{bridge}_seed{config.seed}_{digest}"
