@@ -88,16 +88,20 @@ def runs_table(results: list[dict]) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
+def read_json_folder(folder: str | os.PathLike) -> dict[str, dict]:
+    """Every `*.json` under `folder` (recursively), parsed, keyed by its path relative to `folder`; empty
+    when the folder is missing. Used for results recorded on other machines (`book/results/...`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {str(path.relative_to(folder)): json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted(folder.rglob("*.json"))}
+
+
 def load_recorded_runs(folder: str | os.PathLike) -> "pd.DataFrame":
     """Every `*.json` result under `folder` (e.g. `book/results/ph2_cv/`) as `runs_table` rows; an empty
     table when the folder is missing or empty (the notebook then says "not recorded yet")."""
-    folder = Path(folder)
-    results = []
-    for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
-        result = json.loads(path.read_text(encoding="utf-8"))
-        result.setdefault("source", str(path.relative_to(folder)))
-        results.append(result)
-    return runs_table(results)
+    return runs_table([{"source": name, **result} for name, result in read_json_folder(folder).items()])
 
 
 def summary_table(runs: "pd.DataFrame", metrics=("DSC", "IoU", "ACC", "SE", "SP")) -> "pd.DataFrame":
