@@ -206,20 +206,33 @@ def timing_table(results: list[NotebookResult], profile: str) -> str:
 # ---- what the notebooks call to find their data --------------------------------
 
 
-def dataset_path(data: str | os.PathLike, root: Path | None = None) -> Path:
-    """The prepared dataset a notebook's `DATA` parameter names: "synthetic" is the embedded default
-    (`ulvm.data.default_dataset`, generated under `data/` on first use), anything else a prepared folder."""
+def dataset_path(data: str | os.PathLike, root: Path | None = None, all_test: bool = False) -> Path:
+    """The prepared dataset a notebook's `DATA` (or `PH2`) parameter names.
+
+    "synthetic" is the embedded default (`ulvm.data.default_dataset`, generated under `data/` on first
+    use); a prepared folder (with `manifest.json`) is used as it is; a raw folder in the custom layout
+    (`images/` + `masks/`, e.g. `../shared/realdata/PH2`) is prepared once into `data/prepared/<name>`,
+    with every image in the test split when `all_test` (external validation, as the paper uses PH2).
+    """
     root = root or project_root()
     if str(data) == "synthetic":
         from .data import default_dataset
 
         return default_dataset(root / "data")
     path = resolve(data, root)
-    if not (path / "manifest.json").is_file():
-        raise UlvmError(f"{path}: not a prepared dataset (no manifest.json); prepare one with "
-                        f"`ulvm prepare isic2017|isic2018|ph2|folder --src RAW --out {data}`")
-    return path
+    if (path / "manifest.json").is_file():
+        return path
+    if (path / "images").is_dir() and (path / "masks").is_dir():
+        from .data import prepare
 
+        prepared = root / "data" / "prepared" / (path.name.lower() + ("_test" if all_test else ""))
+        if not (prepared / "manifest.json").is_file():
+            n = sum(1 for f in (path / "images").iterdir() if not f.name.startswith("."))
+            prepare("folder", path, prepared, counts={"test": n} if all_test else None,
+                    overwrite=prepared.exists())
+        return prepared
+    raise UlvmError(f"{path}: not a prepared dataset (no manifest.json) nor an images/ + masks/ folder; "
+                    f"prepare one with `ulvm prepare isic2017|isic2018|ph2|folder --src RAW --out {data}`")
 
 
 def run_folder(runs: str | os.PathLike, data_dir: Path, config) -> Path:
