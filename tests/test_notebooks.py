@@ -109,3 +109,25 @@ def test_every_notebook_executes_with_the_quick_profile():
         errors = [output for cell in executed.cells if cell.cell_type == "code" for output in cell.outputs
                   if output.output_type == "error"]
         assert not errors, f"{path.name}: {errors[0].ename}: {errors[0].evalue}"
+
+
+def test_run_folders_are_distinct_per_config_and_stable():
+    from ulvm.config import Config
+    from ulvm.reproduce import run_folder
+
+    data = REPO / "data" / "prepared" / "synthetic"
+    quick = Config.profile("quick")
+    assert run_folder("runs/x", data, quick) == run_folder("runs/x", data, Config.profile("quick"))
+    names = {run_folder("runs/x", data, quick.replace(**change)).name
+             for change in ({}, {"parallel": 1}, {"bridge": False}, {"seed": 7}, {"epochs": quick.epochs + 1})}
+    assert len(names) == 5
+    assert run_folder("runs/x", data, quick.replace(bridge=False)).name.startswith("synthetic_x4_nobridge_seed42_")
+
+
+def test_dataset_path_names_the_folder_that_is_not_a_dataset(tmp_path):
+    from ulvm.errors import UlvmError
+    from ulvm.reproduce import dataset_path
+
+    (tmp_path / "_toc.yml").write_text("")
+    with pytest.raises(UlvmError, match="nothing_here.*not a prepared dataset"):
+        dataset_path("nothing_here", root=tmp_path)
