@@ -28,7 +28,8 @@ Not deterministic on CUDA (same seed, same GPU, same software): the backward pas
 `AdaptiveAvgPool2d` (the attention bridge's pooling) and of bilinear `F.interpolate` (every decoder
 upsampling) accumulate with atomic adds in an order that varies from run to run, and have no
 deterministic CUDA implementation (`torch.use_deterministic_algorithms(True)` raises on them); cuDNN
-may pick non-deterministic convolution backward algorithms (unless `torch.backends.cudnn.deterministic`);
+picks convolution algorithms by timing them (`cudnn.benchmark`, set on CUDA for speed), some of them
+non-deterministic;
 the mamba-ssm selective-scan backward (backend "cuda") also reduces with atomics. Differences start in
 the last bits of the first gradients and grow over epochs, so two CUDA runs with one seed end at
 slightly different weights and metrics. What the seed still fixes on CUDA: initialisation, data order,
@@ -348,6 +349,10 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
 
     started = time.perf_counter()
     device = resolve_device(device)
+    if device.type == "cuda":
+        # cuDNN's default backward for the bridge's 7x7 dilated 2->1 conv costs ~40% of a step on an H100;
+        # timing the algorithms once per shape picks one ~20x faster (measured in `ulvm bench`).
+        torch.backends.cudnn.benchmark = True
     prepared = load_data(data)
     run_dir = Path(out_dir)
     checkpoint = _prepare_run_dir(run_dir, config, prepared.content_hash, resume, overwrite)
