@@ -65,6 +65,18 @@ def register(sub) -> None:
                       help="also write prediction masks and overlays (PNG) into RUN/predictions_<data>_<split>/")
     test.set_defaults(func=run_test)
 
+    grid = sub.add_parser("ph2-cv", help="the book's real-data experiment: PVM ablation, PH2 5-fold CV (GPU)",
+                          description="Runs the grid of `ulvm.experiments.ph2_grid` (paper protocol) as parallel "
+                                      "processes, then records each finished run under --record.")
+    grid.add_argument("--data", type=Path, required=True, help="prepared PH2 (`ulvm prepare folder ...`)")
+    grid.add_argument("--runs", type=Path, default=Path("runs/ph2"), help="run folders (default runs/ph2)")
+    grid.add_argument("--record", type=Path, default=Path("book/results/ph2_cv"),
+                      help="where the small per-run JSON records go (default book/results/ph2_cv)")
+    grid.add_argument("--processes", type=int, default=10, help="runs at once on the GPU (default 10)")
+    grid.add_argument("--only", nargs="*", help="job names to run, e.g. p4_b1_f0_s42 (default: the whole grid)")
+    grid.add_argument("--device", default="cuda")
+    grid.set_defaults(func=run_ph2_cv)
+
 
 def _set_threads(args: argparse.Namespace) -> None:
     if args.threads is not None:
@@ -124,3 +136,16 @@ def run_test(args: argparse.Namespace) -> int:
     print(summary_line(results))
     print(f"results: {path}")
     return 0
+
+
+def run_ph2_cv(args: argparse.Namespace) -> int:
+    from ..experiments import ph2_grid, record_run, run_grid
+
+    jobs = [job for job in ph2_grid() if not args.only or job.name in args.only]
+    codes = run_grid(jobs, args.data, args.runs, args.processes, args.device)
+    for name, code in codes.items():
+        if code == 0:
+            print(f"{name}: recorded {record_run(args.runs / name, args.record, concurrent_runs=args.processes)}")
+        else:
+            print(f"{name}: failed with exit code {code}, see {args.runs / name}.log")
+    return 0 if all(code == 0 for code in codes.values()) else 1
