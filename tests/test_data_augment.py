@@ -148,17 +148,15 @@ def test_augmented_items_keep_image_and_mask_aligned(prepared):
         assert image.mean(0)[lesion].mean() < image.mean(0)[skin].mean()
 
 
-def test_device_split_batches_equal_the_dataset(prepared):
-    from ulvm.data import DeviceSplit
+def test_training_split_tensors_equal_the_dataset(prepared):
+    """The training loop's in-memory split (normalised once) gives the paper's per-image items."""
+    from ulvm.config import Config
+    from ulvm.train import split_tensors
 
     dataset = SegmentationDataset(prepared, "train")
-    split = DeviceSplit(prepared, "train")
-    images, masks = next(split.batches(4))
+    config = Config.profile("paper", input_size=prepared.images.shape[1])
+    images, masks, ids = split_tensors(prepared, "train", config, torch.device("cpu"))
+    assert len(ids) == len(dataset)
     for i in range(4):
         image, mask = dataset[i]
         assert torch.allclose(images[i], image, atol=1e-4) and torch.equal(masks[i], mask)
-    generator = seeded_generator(0)
-    augmented = [b for b in split.batches(4, shuffle=True, augment=True, generator=generator)]
-    assert sum(b[0].shape[0] for b in augmented) == len(dataset)
-    again = [b for b in split.batches(4, shuffle=True, augment=True, generator=seeded_generator(0))]
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(augmented, again))

@@ -2,11 +2,11 @@
 the network sees, exactly as the paper prepares and loads them. Explained in `notebooks/04_data.ipynb`.
 
 raw files -> `layouts` (one adapter per layout) -> `checks` -> `prepare` (resize, seeded split, manifest)
--> prepared folder -> `load_prepared` -> `SegmentationDataset` (paper normalisation + augmentation) or
-`DeviceSplit` (a whole split on the GPU, normalised and augmented per batch with `augment_batch`).
+-> prepared folder -> `load_prepared` -> `SegmentationDataset` (paper normalisation + augmentation, one
+image at a time) or, for a whole split held on the GPU, `paper_normalize` + `augment_batch` per batch
+(the training loop, `ulvm.train`, does this).
 """
 from .augment import AugmentParams, augment_batch, draw_params, paper_augment, transform_batch, transform_numpy
-from .batches import DeviceSplit
 from .dataset import SegmentationDataset, paper_normalize, seeded_generator, split_statistics, worker_init_fn
 from .download import PH2_INSTRUCTIONS, check_archive, download, fetch
 from .layouts import parse_ph2_diagnoses, raw_samples
@@ -16,7 +16,7 @@ from .synthetic import default_dataset
 
 __all__ = [
     "AugmentParams", "augment_batch", "draw_params", "paper_augment", "transform_batch", "transform_numpy",
-    "DeviceSplit", "SegmentationDataset", "paper_normalize", "seeded_generator", "split_statistics", "worker_init_fn",
+    "SegmentationDataset", "paper_normalize", "seeded_generator", "split_statistics", "worker_init_fn",
     "PH2_INSTRUCTIONS", "check_archive", "download", "fetch",
     "parse_ph2_diagnoses", "raw_samples",
     "KINDS", "PreparedDataset", "load_prepared", "prepare",
