@@ -116,5 +116,5 @@ def test_auto_logs_its_choice_once(caplog, monkeypatch):
         selective_scan(**inputs, backend="auto")
         selective_scan(**inputs, backend="auto")
     messages = [r.getMessage() for r in caplog.records if "chose" in r.getMessage()]
-    expected = "cuda" if torch.cuda.is_available() and scan_module.cuda_kernels.available() else "parallel"
-    assert len(messages) == 1 and f"chose '{expected}'" in messages[0]
+    # CPU tensors: the fastest pure-PyTorch backend, also on a machine with mamba-ssm and a GPU
+    assert len(messages) == 1 and "chose 'parallel' on cpu" in messages[0]
