@@ -50,9 +50,11 @@ def draw_params(batch: int, rng: np.random.Generator | torch.Generator) -> Augme
 
 
 def transform_numpy(image: np.ndarray, mask: np.ndarray, k: int, flip: int, angle: int):
-    """The paper's transformation of one (H, W, C) image and its (H, W, 1) mask (NumPy/SciPy)."""
+    """The paper's transformation of one (H, W, C) image and its (H, W, 1) mask (NumPy/SciPy):
+    `np.rot90` by k, `np.flip` along axis `flip` (-1: none), then the rotation by `angle` degrees."""
+    image, mask = np.rot90(image, k), np.rot90(mask, k)
     if flip >= 0:
-        image, mask = np.flip(np.rot90(image, k), flip), np.flip(np.rot90(mask, k), flip)
+        image, mask = np.flip(image, flip), np.flip(mask, flip)
     if angle:
         image = ndimage.rotate(image, int(angle), order=0, reshape=False)
         mask = ndimage.rotate(mask, int(angle), order=0, reshape=False)
