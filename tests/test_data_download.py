@@ -202,6 +202,28 @@ def test_malicious_tar_is_refused(tmp_path):
             check_archive(path)
 
 
+def test_damaged_archives_are_data_errors(tmp_path):
+    """A corrupted zip (bad CRC) or a truncated tar.gz: a DataError naming the archive, nothing extracted."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("PH2Dataset/a.txt", b"lesion " * 100)
+    data = bytearray(buffer.getvalue())
+    data[data.index(b"lesion")] ^= 0xFF  # the central directory stays valid: only extraction notices
+    (tmp_path / "crc.zip").write_bytes(bytes(data))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        info = tarfile.TarInfo("PH2Dataset/a.bin")
+        payload = os.urandom(100_000)
+        info.size = len(payload)
+        tf.addfile(info, io.BytesIO(payload))
+    (tmp_path / "cut.tar.gz").write_bytes(buffer.getvalue()[:50_000])
+    for name in ("crc.zip", "cut.tar.gz"):
+        root = tmp_path / f"data_{name}"
+        with pytest.raises(DataError, match=rf"{name}: damaged archive"):
+            download("ph2", root, source=tmp_path / name)
+        assert not (root / "raw").exists() or not any((root / "raw").iterdir())
+
+
 def _tar_link(name, target):
     info = tarfile.TarInfo(name)
     info.type, info.linkname = tarfile.SYMTYPE, target

@@ -14,8 +14,10 @@ Only the standard library speaks HTTP. Layout under `--root` (default `data/`): 
 """
 from __future__ import annotations
 
+import gzip
 import http.client
 import logging
+import lzma
 import os
 import re
 import socket
@@ -24,6 +26,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -39,6 +42,9 @@ log = logging.getLogger(__name__)
 ISIC_BASE_URL = "https://isic-challenge-data.s3.amazonaws.com"
 PH2_HOME = "https://www.fc.up.pt/addi/ph2%20database.html"
 MARKER = "download.json"
+# What reading a damaged (truncated or corrupted) zip or tar archive raises.
+DAMAGED_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, gzip.BadGzipFile, lzma.LZMAError,
+                          EOFError)
 
 
 @dataclass(frozen=True)
@@ -149,25 +155,28 @@ def _check_member_name(name: str, archive: Path) -> None:
 def check_archive(archive: str | os.PathLike) -> None:
     """Refuse an archive with absolute or `..` member paths, links or device files (DataError)."""
     archive = Path(archive)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                _check_member_name(info.filename, archive)
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    raise DataError(f"{archive}: refusing symbolic link member {info.filename!r}")
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            for member in tf.getmembers():
-                _check_member_name(member.name, archive)
-                if member.issym() or member.islnk():
-                    raise DataError(f"{archive}: refusing link member {member.name!r}")
-                if not (member.isfile() or member.isdir()):
-                    raise DataError(f"{archive}: refusing special member {member.name!r}")
-    elif archive.suffix.lower() == ".rar":
-        raise DataError(f"{archive}: .rar archives cannot be read with Python's standard library; "
-                        f"extract it (`unrar x` or `7z x`) and pass the folder")
-    else:
-        raise DataError(f"{archive}: not a zip or tar archive (or a damaged one)")
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    _check_member_name(info.filename, archive)
+                    if stat.S_ISLNK(info.external_attr >> 16):
+                        raise DataError(f"{archive}: refusing symbolic link member {info.filename!r}")
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                for member in tf.getmembers():
+                    _check_member_name(member.name, archive)
+                    if member.issym() or member.islnk():
+                        raise DataError(f"{archive}: refusing link member {member.name!r}")
+                    if not (member.isfile() or member.isdir()):
+                        raise DataError(f"{archive}: refusing special member {member.name!r}")
+        elif archive.suffix.lower() == ".rar":
+            raise DataError(f"{archive}: .rar archives cannot be read with Python's standard library; "
+                            f"extract it (`unrar x` or `7z x`) and pass the folder")
+        else:
+            raise DataError(f"{archive}: not a zip or tar archive (or a damaged one)")
+    except DAMAGED_ARCHIVE_ERRORS as error:
+        raise DataError(f"{archive}: damaged archive ({error}); download it again") from None
 
 
 def extract_into(archives, folder: str | os.PathLike) -> None:
@@ -176,12 +185,15 @@ def extract_into(archives, folder: str | os.PathLike) -> None:
     for archive in archives:
         check_archive(archive)
     for archive in archives:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(folder)
-        else:
-            with tarfile.open(archive) as tf:
-                tf.extractall(folder, filter="data")
+        try:
+            if zipfile.is_zipfile(archive):
+                with zipfile.ZipFile(archive) as zf:
+                    zf.extractall(folder)
+            else:
+                with tarfile.open(archive) as tf:
+                    tf.extractall(folder, filter="data")
+        except DAMAGED_ARCHIVE_ERRORS as error:  # e.g. a bad CRC: its central directory was fine
+            raise DataError(f"{archive}: damaged archive ({error}); download it again") from None
 
 
 def download(name: str, root: str | os.PathLike = "data", *, source: str | os.PathLike | None = None,
