@@ -93,3 +93,25 @@ def test_a_model_object_evaluates_like_its_run(trained):
     from_model = evaluate(model, data, config=config, device="cpu", bootstrap=0)
     from_run = evaluate(run, data, device="cpu", bootstrap=0)
     assert from_model["pooled"] == from_run["pooled"] and "run_dir" not in from_model
+
+
+@pytest.mark.parametrize("layout", ["older_version", "official_weights"])
+def test_a_run_folder_of_another_format_is_a_clear_error(trained, tmp_path, capsys, layout):
+    """A run written before `data.content_hash` existed, or official weights saved as best.pt."""
+    data, run = trained
+    checkpoint = torch.load(run / "best.pt", weights_only=True)
+    if layout == "older_version":
+        del checkpoint["data"]["content_hash"]
+        missing = "data.content_hash"
+    else:
+        checkpoint, missing = checkpoint["model"], "optimizer"
+    old = tmp_path / "old_run"
+    old.mkdir()
+    for name in ("best.pt", "last.pt"):
+        torch.save(checkpoint, old / name)
+    for call in (lambda: evaluate(old, data, device="cpu"), lambda: load_run(old),
+                 lambda: fit(tiny_config(epochs=2), data, old, device="cpu", progress=False)):
+        with pytest.raises(RunError, match=f"\\.pt: not a run checkpoint of this ulvm version.*missing.*{missing}"):
+            call()
+    assert main(["test", "--run", str(old), "--device", "cpu"]) == 2
+    assert "best.pt: not a run checkpoint" in capsys.readouterr().err

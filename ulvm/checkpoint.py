@@ -6,6 +6,9 @@ epoch with the lowest validation loss — the paper's model selection). Both are
 (`ulvm.io.atomic_torch_save`: temp file + rename), so a run killed at any instant leaves the previous
 epoch's files intact, and resuming from `last.pt` reproduces the uninterrupted run exactly on CPU.
 
+`read_run_checkpoint` reads a run folder's file and refuses, with one clear error, a file that lacks what
+this version writes (an older version's run, or official weights copied into a run folder).
+
 Everything stored is plain (tensors, numbers, strings, lists, dicts), so every file is read with
 `torch.load(..., weights_only=True)`: loading a checkpoint never runs code from it.
 
@@ -28,6 +31,9 @@ from .io import atomic_torch_save
 
 FORMAT = "ulvm-checkpoint/1"
 _WRAPPER_KEYS = ("model", "model_state_dict", "state_dict")
+# What `ulvm.train.fit` stores in every run checkpoint (and what resume, `finished_run` and evaluation read).
+RUN_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "config", "history", "best", "data")
+RUN_DATA_KEYS = ("root", "manifest_hash", "content_hash")
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -45,6 +51,29 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def save_checkpoint(path: str | Path, **content: Any) -> Path:
     """Write a checkpoint dict atomically, tagged with the format version."""
     return atomic_torch_save({"format": FORMAT, **content}, path)
+
+
+def read_run_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A run folder's `best.pt` / `last.pt`, checked to hold everything this version's `fit` writes.
+
+    A file written by an older ulvm (e.g. without `data.content_hash`) or official weights copied into a
+    run folder are refused here with one error naming the file and what it lacks, instead of a KeyError
+    deep inside training or evaluation.
+    """
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, Mapping):
+        missing = list(RUN_KEYS)
+    else:
+        missing = [key for key in RUN_KEYS if key not in checkpoint]
+        data = checkpoint.get("data")
+        missing += [f"data.{key}" for key in RUN_DATA_KEYS if not isinstance(data, Mapping) or key not in data]
+    if missing or checkpoint.get("format") != FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, Mapping) else None
+        lacks = f"missing {', '.join(missing)}" if missing else f"format {found!r}"
+        raise RunError(f"{path}: not a run checkpoint of this ulvm version ({FORMAT}; {lacks}); it was written "
+                       "by an older version or another program: train the run again (--overwrite), or load "
+                       "plain weights with ulvm.checkpoint.load_model_state")
+    return checkpoint
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -88,7 +117,10 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "checkpoi
     from .config import Config
     from .train import build_model
 
-    config = Config.from_dict(checkpoint.get("config", {}), source=source)
+    if "config" not in checkpoint:  # official weights: their architecture is not recorded in the file
+        raise RunError(f"{source}: no config in this checkpoint (not written by ulvm); build the model and "
+                       "load the weights with load_model_state")
+    config = Config.from_dict(checkpoint["config"], source=source)
     model = build_model(config)
     load_model_state(model, checkpoint)
     return model.eval(), config
@@ -100,7 +132,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     `which` = "best" (lowest validation loss, what the paper tests) or "last".
     """
     path = Path(run_dir) / f"{which}.pt"
-    model, config = model_from_checkpoint(read_checkpoint(path), source=str(path))
+    model, config = model_from_checkpoint(read_run_checkpoint(path), source=str(path))
     return model.to(device), config
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import model_from_checkpoint, read_checkpoint
+from .checkpoint import model_from_checkpoint, read_run_checkpoint
 from .config import Config
 from .errors import RunError
 from .io import atomic_directory, atomic_write_bytes, atomic_write_json
@@ -70,7 +70,7 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
         model, config = run_dir_or_model.to(device).eval(), config or Config()
     else:
         run_dir = Path(run_dir_or_model)
-        checkpoint = read_checkpoint(run_dir / "best.pt")
+        checkpoint = read_run_checkpoint(run_dir / "best.pt")
         model, config = model_from_checkpoint(checkpoint, source=str(run_dir / "best.pt"))
         model = model.to(device)
         same_data = checkpoint["data"]["content_hash"] == prepared.content_hash

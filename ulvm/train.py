@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import read_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from .checkpoint import read_run_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .config import Config
 from .errors import RunError
 from .io import atomic_write_text
@@ -282,7 +282,7 @@ def _prepare_run_dir(run_dir: Path, config: Config, content_hash: str, resume: b
         return None
     if not last.exists():
         return None
-    checkpoint = read_checkpoint(last)
+    checkpoint = read_run_checkpoint(last)
     problem = _differences(checkpoint, config, content_hash, last)
     if problem:
         raise RunError(f"{last}: {problem}; use another output folder or pass --overwrite")
@@ -314,7 +314,7 @@ def finished_run(config: Config, data, out_dir: str | Path) -> TrainResult | Non
     last = Path(out_dir) / "last.pt"
     if not last.is_file():
         return None
-    checkpoint = read_checkpoint(last)
+    checkpoint = read_run_checkpoint(last)
     if _differences(checkpoint, config, load_data(data).content_hash, last) or checkpoint["epoch"] < config.epochs:
         return None
     return _result(Path(out_dir), checkpoint, 0.0, checkpoint["epoch"], "")

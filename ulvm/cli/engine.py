@@ -122,13 +122,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from ..checkpoint import read_checkpoint
+    from ..checkpoint import read_run_checkpoint
     from ..evaluate import evaluate, summary_line, write_results
 
     _set_threads(args)
     data = args.data
     if data is None:
-        data = Path(read_checkpoint(args.run / "best.pt")["data"]["root"])
+        data = Path(read_run_checkpoint(args.run / "best.pt")["data"]["root"])
     predictions = args.run / f"predictions_{Path(data).name}_{args.split}" if args.save_predictions else None
     results = evaluate(args.run, data, split=args.split, fold=args.fold, device=args.device,
                        bootstrap=args.bootstrap, save_predictions=predictions)
