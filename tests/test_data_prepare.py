@@ -95,6 +95,9 @@ def test_load_prepared_errors(tmp_path):
     Image.fromarray(pixels).save(image)
     with pytest.raises(DataError, match="case003.png: pixels differ"):
         load_prepared(out)
+    Image.new("L", (16, 16)).save(out / "masks" / "case005.png")
+    with pytest.raises(DataError, match=r"masks/case005.png: prepared file is 16x16, the manifest says 32x32"):
+        load_prepared(out, verify=False)
 
 
 def test_ph2_official_layout_sample(realdata, tmp_path):

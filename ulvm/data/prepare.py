@@ -58,9 +58,10 @@ def pixels_sha256(image: np.ndarray, mask: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """An (H, W, 3) or (H, W) uint8 array as lossless PNG bytes (RGB or 8-bit grey)."""
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    Image.fromarray(array).save(buffer, "PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
@@ -72,8 +73,8 @@ def _prepare_sample(sample: RawSample, *, src: Path, out: Path, size: int, allow
                                  check_inverted=check_inverted)
     image_small = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     mask_small = np.asarray(Image.fromarray(mask).resize((size, size), Image.BILINEAR))
-    atomic_write_bytes(out / "images" / f"{sample.id}.png", _png_bytes(image_small))
-    atomic_write_bytes(out / "masks" / f"{sample.id}.png", _png_bytes(mask_small))
+    atomic_write_bytes(out / "images" / f"{sample.id}.png", png_bytes(image_small))
+    atomic_write_bytes(out / "masks" / f"{sample.id}.png", png_bytes(mask_small))
     return {
         "id": sample.id,
         "image": sample.image.relative_to(src).as_posix(),
@@ -130,12 +131,13 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
     src_given, out_given, src, out = src, out, Path(src), Path(out)
     if out.exists() and not overwrite:
         raise DataError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
-    if size % 32:
-        raise DataError(f"size {size} must be a multiple of 32 (the U-Net halves it five times)")
+    if size <= 0 or size % 32:
+        raise DataError(f"size {size} must be a positive multiple of 32 (the U-Net halves it five times)")
     samples = raw_samples(kind, src, mask_suffix)
     ids = [s.id for s in samples]
     split_counts = normalize_counts(counts if counts is not None else _default_counts(kind, len(ids), str(src)),
                                     len(ids), str(src))
+    split = seeded_split(ids, split_counts, seed)
     explicit_counts = split_counts if counts is not None else None
     command = _command(kind, src_given, out_given, size, seed, explicit_counts, folds, allow_soft_masks,
                        mask_suffix, check_inverted)
@@ -171,7 +173,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
                     log.info("fix-up: %s", note)
             content = hashlib.sha256(json_dumps({
                 "pixels": [r["pixels_sha256"] for r in records], "size": size,
-                "split": seeded_split(ids, split_counts, seed), "folds": fold_parts}).encode())
+                "split": split, "folds": fold_parts}).encode())
             manifest = {
                 "format": FORMAT,
                 "kind": kind,
@@ -181,7 +183,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
                 "resize": RESIZE_NOTE,
                 "ids": ids,
                 "samples": records,
-                "split": {"counts": split_counts, **seeded_split(ids, split_counts, seed)},
+                "split": {"counts": split_counts, **split},
                 "folds": fold_parts,
                 "fold_val_fraction": fold_val_fraction if fold_parts else None,
                 "notes": notes,
@@ -206,7 +208,7 @@ class PreparedDataset:
     manifest_hash: str
     images: np.ndarray
     masks: np.ndarray
-    _position: dict = field(repr=False, default_factory=dict)
+    _position: dict = field(init=False, repr=False)  # id -> row
 
     def __post_init__(self):
         self._position = {key: i for i, key in enumerate(self.ids)}
@@ -278,19 +280,24 @@ def load_prepared(root: str | os.PathLike, verify: bool = True) -> PreparedDatas
         raise DataError(f"{manifest_path}: not valid JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{manifest_path}: not a {FORMAT} manifest")
+    missing = [key for key in ("ids", "size", "samples", "split", "folds") if key not in manifest]
+    if missing:
+        raise DataError(f"{manifest_path}: manifest lacks {', '.join(missing)} (prepare the dataset again)")
     ids = manifest["ids"]
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         images = list(pool.map(lambda key: _read_png(root / "images" / f"{key}.png", "RGB"), ids))
         masks = list(pool.map(lambda key: _read_png(root / "masks" / f"{key}.png", "L"), ids))
     size = manifest["size"]
     for key, image, mask in zip(ids, images, masks):
-        if image.shape != (size, size, 3) or mask.shape != (size, size):
-            raise DataError(f"{root / 'images' / key}.png: prepared sample {key} is not {size}x{size}")
+        for folder, array in (("images", image), ("masks", mask)):
+            if array.shape[:2] != (size, size):
+                raise DataError(f"{root / folder / key}.png: prepared file is {array.shape[1]}x{array.shape[0]}, "
+                                f"the manifest says {size}x{size}")
     if verify:
         for key, image, mask, record in zip(ids, images, masks, manifest["samples"]):
-            if pixels_sha256(image, mask) != record["pixels_sha256"]:
-                raise DataError(f"{root / 'images' / key}.png: pixels differ from the manifest's hash "
-                                f"(the prepared dataset was modified; prepare it again)")
+            if pixels_sha256(image, mask) != record["pixels_sha256"]:  # one hash covers both files
+                raise DataError(f"{root / 'images' / key}.png or {root / 'masks' / key}.png: pixels differ "
+                                f"from the manifest's hash (the prepared dataset was modified; prepare it again)")
     return PreparedDataset(root, manifest, hashlib.sha256(raw).hexdigest(),
                            np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
                            np.stack(masks) if masks else np.zeros((0, size, size), np.uint8))

@@ -15,7 +15,6 @@ through the same preparation as real data. `notebooks/04_data.ipynb` shows a gri
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
@@ -25,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import DataError
 from ..io import atomic_directory, atomic_write_bytes
-from .prepare import prepare
+from .prepare import png_bytes, prepare
 
 DEFAULT_COUNT = 200
 DEFAULT_COUNTS = {"train": 120, "val": 20, "test": 60}
@@ -123,12 +122,6 @@ def sample(index: int, seed: int = 0, size: int = 256) -> tuple[np.ndarray, np.n
     return np.clip(image, 0, 255).astype(np.uint8), mask.astype(np.uint8) * 255
 
 
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG", compress_level=1)  # raw files: fast over small
-    return buffer.getvalue()
-
-
 def generate(out_dir: str | os.PathLike, n: int = DEFAULT_COUNT, seed: int = 0, size: int = 256,
              overwrite: bool = False) -> Path:
     """Write `n` synthetic images and masks in the custom-folder layout (`images/`, `masks/`)."""
@@ -139,8 +132,8 @@ def generate(out_dir: str | os.PathLike, n: int = DEFAULT_COUNT, seed: int = 0, 
         for index in range(n):
             image, mask = sample(index, seed, size)
             name = f"synth_{index:04d}.png"
-            atomic_write_bytes(tmp / "images" / name, _png(image))
-            atomic_write_bytes(tmp / "masks" / name, _png(mask))
+            atomic_write_bytes(tmp / "images" / name, png_bytes(image, compress_level=1))  # raw files:
+            atomic_write_bytes(tmp / "masks" / name, png_bytes(mask, compress_level=1))    # fast over small
     return out_dir
 
 
