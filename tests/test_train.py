@@ -98,6 +98,12 @@ def test_finished_run_is_not_redone_unless_asked(tiny_data, tmp_path):
     assert again.resumed_from_epoch == 0 and len(again.history) == 1
 
 
+def test_fewer_train_images_than_a_dropped_batch_is_refused_before_the_run_folder(tiny_data, tmp_path):
+    with pytest.raises(RunError, match="12 training images are fewer than batch_size=16 with drop_last"):
+        fit(tiny_config(batch_size=16, drop_last=True), tiny_data, tmp_path / "run", device="cpu", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
     real_loss, calls = ulvm.train.bce_dice_loss, []
 

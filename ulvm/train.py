@@ -354,6 +354,13 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
         # timing the algorithms once per shape picks one ~20x faster (measured in `ulvm bench`).
         torch.backends.cudnn.benchmark = True
     prepared = load_data(data)
+    # The data first: a split it cannot train on is refused before the run folder is touched.
+    train_images, train_masks, _ = split_tensors(prepared, "train", config, device, config.max_images)
+    val_images, val_masks, _ = split_tensors(prepared, "val", config, device, config.max_images)
+    batcher = _Batcher(prepared, train_images, train_masks, config, device)
+    if batcher.steps() == 0:
+        raise RunError(f"{prepared.root}: {train_images.shape[0]} training images are fewer than "
+                       f"batch_size={config.batch_size} with drop_last=True: an epoch would have no step")
     run_dir = Path(out_dir)
     checkpoint = _prepare_run_dir(run_dir, config, prepared.content_hash, resume, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -366,10 +373,6 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
     optimizer, scheduler = build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
     weights = loss_weights(config)
-
-    train_images, train_masks, _ = split_tensors(prepared, "train", config, device, config.max_images)
-    val_images, val_masks, _ = split_tensors(prepared, "val", config, device, config.max_images)
-    batcher = _Batcher(prepared, train_images, train_masks, config, device)
 
     history: list[dict[str, float]] = []
     best = {"epoch": 0, "val_loss": math.inf}
