@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ulvm.complexity import count_params, mamba_param_formula
+from ulvm.complexity import count_params, mamba_param_formula, params_by_child
 from ulvm.model import PVMLayer, UltraLightVMUNet
 from ulvm.ssm import Mamba
 
@@ -111,6 +111,7 @@ def test_mamba_parameter_formula(d_model, d_state, d_conv, expand):
     block = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
     formula = mamba_param_formula(d_model, d_state, d_conv, expand)
     assert count_params(block) == formula["total"]
+    assert params_by_child(block) == {k: v for k, v in formula.items() if k != "total"}
     for name in ("in_proj", "x_proj", "out_proj"):
         assert getattr(block, name).weight.numel() == formula[name]
 

@@ -24,6 +24,15 @@ def count_params(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def params_by_child(module: nn.Module) -> dict[str, int]:
+    """Parameters grouped by the first part of their name: a Mamba block's in_proj, conv1d, ..., A_log, D."""
+    counts: dict[str, int] = {}
+    for name, parameter in module.named_parameters():
+        child = name.split(".")[0]
+        counts[child] = counts.get(child, 0) + parameter.numel()
+    return counts
+
+
 def mamba_param_formula(d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> dict[str, int]:
     """Closed-form parameter count of one Mamba block, part by part (E = expand·d_model, R = ceil(d_model/16)).
 
