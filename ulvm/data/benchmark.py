@@ -3,8 +3,9 @@
 1. preparing the 200 PH2 images at 256x256 (issue target: <= 20 s on 2 cores), when the folder is given;
 2. one epoch of 1250 training images at batch 8 with augmentation, three ways: the paper's per-image
    NumPy/SciPy loader in the main process and with one worker (as the paper), and the batch path
-   (the split held as tensors, `augment_batch` per batch, as `ulvm.train` does) on the CPU and, where there is one, on the GPU (target >= 2000 images/s).
-Uses the synthetic default dataset, repeated to 1250 images, so it runs anywhere.
+   (the split held as tensors by `ulvm.train.split_tensors`, `augment_batch` per batch, as `ulvm.train`
+   does) on the CPU and, where there is one, on the GPU (target >= 2000 images/s).
+Uses the synthetic default dataset's 120 training images, cycled until 1250 are seen, so it runs anywhere.
 """
 from __future__ import annotations
 
@@ -17,18 +18,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from .augment import augment_batch
-from .dataset import SegmentationDataset, paper_normalize, seeded_generator, split_statistics, worker_init_fn
+from .dataset import SegmentationDataset, seeded_generator, worker_init_fn
 from .prepare import load_prepared, prepare
 from .synthetic import default_dataset
 
 EPOCH_IMAGES, BATCH = 1250, 8
 
 
-def time_prepare(src: Path, workers: int | None = None) -> float:
+def time_prepare(src: Path, workers: int | None = None) -> tuple[int, float]:
+    """(number of images, seconds) to prepare the custom folder `src` at 256x256."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        prepare("folder", src, Path(tmp) / "prepared", workers=workers)
-        return time.perf_counter() - start
+        out = prepare("folder", src, Path(tmp) / "prepared", workers=workers)
+        seconds = time.perf_counter() - start
+        return len(load_prepared(out, verify=False)), seconds
 
 
 def loader_images_per_second(prepared, workers: int) -> float:
@@ -47,19 +50,20 @@ def loader_images_per_second(prepared, workers: int) -> float:
 
 def batch_images_per_second(prepared, device: str) -> float:
     """The fast path: the normalised split on the device, batches augmented with torch ops."""
+    from ..config import Config
+    from ..train import split_tensors  # the training loop's own in-memory split
+
     device = torch.device(device)
-    rows = prepared.indices("train")
-    images = paper_normalize(prepared.images[rows], *split_statistics(prepared.images, rows))
-    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)   # (n, 3, H, W) 0..255
-    masks = torch.from_numpy(prepared.masks[rows])[:, None].to(device).float() / 255.0
+    config = Config.profile("paper", input_size=prepared.images.shape[1])
+    images, masks, ids = split_tensors(prepared, "train", config, device)  # (n, 3, H, W) 0..255, (n, 1, H, W)
     generator = seeded_generator(0)
     augment_batch(images[:BATCH], masks[:BATCH], generator)       # warm-up (CUDA context, caches)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     seen, start = 0, time.perf_counter()
     while seen < EPOCH_IMAGES:
-        order = torch.randperm(len(rows), generator=generator).to(device)
-        for first in range(0, len(rows), BATCH):
+        order = torch.randperm(len(ids), generator=generator).to(device)
+        for first in range(0, len(ids), BATCH):
             index = order[first:first + BATCH]
             augment_batch(images[index], masks[index], generator)
             seen += len(index)
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.ph2 is not None:
-        print(f"prepare 200 PH2 images at 256x256: {time_prepare(args.ph2):.1f} s")
+        count, seconds = time_prepare(args.ph2)
+        print(f"prepare {count} images of {args.ph2} at 256x256: {seconds:.1f} s")
     prepared = load_prepared(default_dataset(args.data))
     print(f"one epoch of {EPOCH_IMAGES} images, batch {BATCH}, with augmentation (torch threads {args.threads}):")
     print(f"  paper loader (NumPy/SciPy), main process: {loader_images_per_second(prepared, 0):8.0f} images/s")
