@@ -50,8 +50,8 @@ def split_statistics(images, rows=None, chunk: int = 64) -> tuple[float, float]:
 def paper_normalize(images, mean: float, std: float):
     """The paper's normalisation: (x - mean) / std, then per-image min-max to [0, 255]; float32.
 
-    images: one image (any layout) or a batch (first axis = image), NumPy array or torch tensor (any
-    device). A constant image (max = min, where the paper divides by zero) becomes all zeros.
+    images: one image, (H, W, C) or (C, H, W), or a batch (4-D, first axis = image), NumPy array or torch
+    tensor (any device); min and max are taken per image. A constant image (max = min, where the paper divides by zero) becomes all zeros.
     """
     is_tensor = isinstance(images, torch.Tensor)
     x = images.to(torch.float32) if is_tensor else np.asarray(images, dtype=np.float32)
