@@ -8,7 +8,7 @@ from ulvm.data import synthetic
 from ulvm.data.synthetic import generate, sample
 
 
-def test_samples_are_deterministic_and_independent_of_n():
+def test_samples_are_deterministic_and_seeded():
     a_image, a_mask = sample(7, seed=0)
     b_image, b_mask = sample(7, seed=0)
     assert np.array_equal(a_image, b_image) and np.array_equal(a_mask, b_mask)
