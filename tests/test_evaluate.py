@@ -54,6 +54,17 @@ def test_results_json_and_prediction_overlays(trained, tmp_path):
     predicted = np.asarray(Image.open(tmp_path / "predictions" / f"{first}_pred.png"))
     assert overlay.shape == (32, 32, 3) and predicted.shape == (32, 32)
     assert set(np.unique(predicted)) <= {0, 255}
+    # the masks drawn are those scored: the prediction at the threshold, the ground truth at 0.5
+    model, config = load_run(run)
+    from ulvm.data import load_prepared
+    images, masks, ids = split_tensors(load_prepared(data), "test", config, torch.device("cpu"))
+    with torch.no_grad():
+        probs = model(images[:1])
+    assert np.array_equal(predicted == 255, probs[0, 0].numpy() >= config.threshold)
+    green = np.all(overlay == (0, 255, 0), axis=-1)
+    assert green.any() and not (green & (masks[0, 0].numpy() < 0.5)).any()
+    with pytest.raises(RunError, match="save_predictions=True needs a run folder"):
+        evaluate(model, data, config=config, device="cpu", bootstrap=0, save_predictions=True)
 
 
 def test_external_validation_on_another_prepared_dataset(trained, tmp_path):

@@ -29,7 +29,7 @@ from .checkpoint import model_from_checkpoint, read_run_checkpoint
 from .config import Config
 from .errors import RunError
 from .io import atomic_directory, atomic_write_bytes, atomic_write_json
-from .metrics import bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
+from .metrics import COUNT_NAMES, GT_THRESHOLD, bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
 from .runtime import describe_machine, resolve_device
 from .train import load_data, predict, split_tensors
 
@@ -55,12 +55,13 @@ def code_version() -> str:
 
 def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = None,
              device: str = "auto", bootstrap: int = 1000, config: Config | None = None,
-             save_predictions: str | Path | None = None) -> dict[str, Any]:
+             save_predictions: str | Path | bool | None = None) -> dict[str, Any]:
     """Metrics of a run folder's `best.pt` (or of a model with `config`) on one split of `data`.
 
     `fold`: the cross-validation fold of `data`; by default the run's own fold when `data` is the data the
     run was trained on, else none. `bootstrap`: replicates for the DSC CI (0 = skip).
-    `save_predictions`: a folder to write prediction masks and overlays into (PNG).
+    `save_predictions`: a folder to write prediction masks and overlays into (PNG); `True` = the run
+    folder's `predictions_<data>_<split>[_fold<k>]/`, named like the results file.
     """
     started = time.perf_counter()
     device = resolve_device(device)
@@ -79,6 +80,12 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
         if fold is None and same_data:
             fold = config.fold
     eval_config = config.replace(fold=fold)
+    if save_predictions is True:
+        if not run_info:
+            raise RunError("evaluate: save_predictions=True needs a run folder; give a folder to write into")
+        save_predictions = run_dir / f"predictions_{_file_stem(prepared.root, split, fold)}"
+    elif save_predictions is False:
+        save_predictions = None
 
     images, masks, ids = split_tensors(prepared, split, eval_config, device)
     counts, kept = [], []
@@ -88,14 +95,15 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
             kept.append(probs.cpu())
     counts = torch.cat(counts).cpu()                                                 # (n, 4)
     if save_predictions is not None:
-        write_predictions(save_predictions, prepared, split, eval_config, ids, torch.cat(kept))
+        shown, _, _ = split_tensors(prepared, split, eval_config, torch.device("cpu"), normalize=False)
+        write_predictions(save_predictions, ids, shown, masks.cpu(), torch.cat(kept), config.threshold)
 
     per_image = per_image_metrics(counts)
     results: dict[str, Any] = {
         "split": split, "fold": fold, "n_images": len(ids), "threshold": config.threshold,
         "image_size": config.input_size,
         "pooled": pooled_metrics(counts),
-        "confusion": dict(zip(("tp", "fp", "fn", "tn"), counts.sum(dim=0).tolist())),
+        "confusion": dict(zip(COUNT_NAMES, counts.sum(dim=0).tolist())),
         "per_image": {"ids": list(ids), "dsc": per_image["dsc"].tolist(), "iou": per_image["iou"].tolist()},
         "per_image_summary": {f"{name}_{stat}": float(fn(values)) for name, values in per_image.items()
                               for stat, fn in (("mean", np.mean), ("median", np.median), ("std", np.std))},
@@ -115,11 +123,14 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
     return results
 
 
+def _file_stem(data_root: str | Path, split: str, fold: int | None) -> str:
+    """`<data folder name>_<split>[_fold<k>]`: what a run's results and predictions of one split are named by."""
+    return f"{Path(data_root).name}_{split}" + (f"_fold{fold}" if fold is not None else "")
+
+
 def results_path(run_dir: str | Path, results: dict[str, Any]) -> Path:
     """`RUN/results_<data folder name>_<split>[_fold<k>].json`: one file per data set and split."""
-    name = Path(results["data"]["root"]).name
-    fold = f"_fold{results['fold']}" if results.get("fold") is not None else ""
-    return Path(run_dir) / f"results_{name}_{results['split']}{fold}.json"
+    return Path(run_dir) / f"results_{_file_stem(results['data']['root'], results['split'], results.get('fold'))}.json"
 
 
 def write_results(results: dict[str, Any], run_dir: str | Path | None = None) -> Path:
@@ -140,27 +151,24 @@ def summary_line(results: dict[str, Any]) -> str:
     return text + f"  per-image DSC mean {results['per_image_summary']['dsc_mean']:.4f}"
 
 
-def write_predictions(folder: str | Path, prepared, split: str, config: Config, ids: list[str],
-                      probs: torch.Tensor) -> Path:
+def write_predictions(folder: str | Path, ids: list[str], images: torch.Tensor, masks: torch.Tensor,
+                      probs: torch.Tensor, threshold: float) -> Path:
     """PNG per image: `<id>_pred.png` (mask 0/255 at the threshold) and `<id>_overlay.png`.
 
-    The overlay is the prepared image with the ground truth outlined in green and the prediction in red.
+    `images` `(n, 3, S, S)` in 0..255 (the prepared pixels at the input size), `masks` `(n, 1, S, S)` the
+    soft ground truth as scored, `probs` `(n, 1, S, S)`. The overlay outlines the ground truth the metrics
+    counted (mask >= 0.5) in green and the prediction in red.
     """
-    from PIL import Image
-
-    index = list(prepared.indices(split, fold=config.fold))
-    size = (config.input_size, config.input_size)
+    pictures = images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()   # (n, S, S, 3)
+    truths = masks[:, 0].numpy() >= GT_THRESHOLD                                         # (n, S, S) bool
+    predictions = probs[:, 0].numpy() >= threshold                                       # (n, S, S) bool
     with atomic_directory(folder, overwrite=True) as tmp:
-        for i, (image_id, prob) in enumerate(zip(ids, probs[:, 0].numpy())):
-            predicted = prob >= config.threshold                                     # (S, S) bool
-            image = np.asarray(Image.fromarray(prepared.images[index[i]]).resize(size, Image.BILINEAR))
-            truth = np.asarray(Image.fromarray(prepared.masks[index[i]]).resize(size, Image.BILINEAR)) >= 128
-            overlay = image.copy()
+        for image_id, picture, truth, predicted in zip(ids, pictures, truths, predictions):
+            overlay = picture.copy()
             overlay[_outline(truth)] = (0, 255, 0)
             overlay[_outline(predicted)] = (255, 0, 0)
             for suffix, array in (("pred", predicted.astype(np.uint8) * 255), ("overlay", overlay)):
-                buffer = _png(array)
-                atomic_write_bytes(tmp / f"{image_id}_{suffix}.png", buffer)
+                atomic_write_bytes(tmp / f"{image_id}_{suffix}.png", _png(array))
     return Path(folder)
 
 

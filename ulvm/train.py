@@ -125,19 +125,22 @@ def load_data(data):
     return data if hasattr(data, "indices") else load_prepared(data)
 
 
-def split_tensors(prepared, split: str, config: Config, device: torch.device,
-                  limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def split_tensors(prepared, split: str, config: Config, device: torch.device, limit: int | None = None,
+                  *, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """One split, normalised the paper's way and resized to `config.input_size`, as device tensors.
 
     Returns images `(n, 3, S, S)` float32 in [0, 255], soft masks `(n, 1, S, S)` float32 in [0, 1], ids
     (the first `limit` images of the split when given). The paper normalises each split with its own
-    mean/std (`ulvm.data.paper_normalize`).
+    mean/std (`ulvm.data.paper_normalize`); `normalize=False` keeps the prepared pixel values (to show).
     """
     from .data import paper_normalize, split_statistics
 
     rows = prepared.indices(split, fold=config.fold)[:limit]
-    mean, std = split_statistics(prepared.images, rows)
-    images = torch.from_numpy(paper_normalize(prepared.images[rows], mean, std))     # (n, S0, S0, 3)
+    if normalize:
+        mean, std = split_statistics(prepared.images, rows)
+        images = torch.from_numpy(paper_normalize(prepared.images[rows], mean, std))  # (n, S0, S0, 3)
+    else:
+        images = torch.from_numpy(prepared.images[rows]).float()                       # (n, S0, S0, 3)
     images = images.permute(0, 3, 1, 2).contiguous().to(device)                       # (n, 3, S0, S0)
     masks = torch.from_numpy(prepared.masks[rows]).to(device).float().div_(255.0).unsqueeze(1)
     images, masks = to_input_size(images, masks, config)

@@ -62,7 +62,7 @@ def register(sub) -> None:
     test.add_argument("--threads", type=int, help=_THREADS_HELP)
     test.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the DSC CI")
     test.add_argument("--save-predictions", action="store_true",
-                      help="also write prediction masks and overlays (PNG) into RUN/predictions_<data>_<split>/")
+                      help="also write prediction masks and overlays (PNG) into RUN/predictions_<data>_<split>[_fold<k>]/")
     test.set_defaults(func=run_test)
 
     grid = sub.add_parser("ph2-cv", help="the book's real-data experiment: PVM ablation, PH2 5-fold CV (GPU)",
@@ -129,9 +129,8 @@ def run_test(args: argparse.Namespace) -> int:
     data = args.data
     if data is None:
         data = Path(read_run_checkpoint(args.run / "best.pt")["data"]["root"])
-    predictions = args.run / f"predictions_{Path(data).name}_{args.split}" if args.save_predictions else None
     results = evaluate(args.run, data, split=args.split, fold=args.fold, device=args.device,
-                       bootstrap=args.bootstrap, save_predictions=predictions)
+                       bootstrap=args.bootstrap, save_predictions=args.save_predictions)
     path = write_results(results, args.run)
     print(summary_line(results))
     print(f"results: {path}")
