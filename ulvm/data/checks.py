@@ -43,7 +43,7 @@ def _open(path: Path, what: str) -> Image.Image:
         image.load()  # decode now: a truncated file fails here, not later
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(f"{path}: cannot read {what} ({error})") from None
     return image
 
@@ -93,8 +93,9 @@ def read_mask(path: str | Path, image_size: tuple[int, int], *, allow_soft: bool
 
     `image_size` is the (width, height) of the image. Returns (mask (H, W) uint8 with background 0 and
     lesion 255, notes). 1-bit and 24-bit grey masks (PH2's BMPs) are read losslessly as 8-bit grey.
-    Fix-up (logged in the notes): masks with values {0, 1} are scaled to {0, 255}. Errors: size differs from the image; values
-    other than 0/255 (soft masks, e.g. JPEG) unless `allow_soft`; a mask that looks inverted.
+    Fix-up (logged in the notes): masks with values {0, 1} are scaled to {0, 255}. Errors: size differs
+    from the image; values other than 0/255 (soft masks, e.g. JPEG) unless `allow_soft`; a mask that
+    looks inverted.
     """
     path = Path(path)
     image = _open(path, "mask")
