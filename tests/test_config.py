@@ -42,6 +42,8 @@ def test_yaml_round_trip(tmp_path):
     ("batch: 8\n", "unknown config field"),
     ("- 1\n- 2\n", "expected a mapping"),
     ("epochs: [1\n", "not valid YAML"),
+    ("c_list: [8, 16.5, 24, 32, 48, 64]\n", "must be a list of integers"),
+    ("betas: [0.9, yes]\n", "must be a list of numbers"),
 ])
 def test_bad_yaml_names_the_file_and_the_problem(tmp_path, text, message):
     path = tmp_path / "bad.yaml"

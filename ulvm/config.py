@@ -3,7 +3,7 @@
 UltraLight VM-UNet (Wu et al., arXiv 2403.20035, §4.1 "Implementation details") trains with input
 256×256×3, batch 8, 250 epochs, AdamW (lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 1e-2) and
 CosineAnnealingLR with T_max 50 and eta_min 1e-5 stepped once per epoch — so the learning rate goes down
-and back up with a 100-epoch period over the 250 epochs (`ulvm.train.lr_schedule` plots it). The loss is
+and back up with a 100-epoch period over the 250 epochs (`ulvm.train.lr_schedule` lists it; the training chapter plots it). The loss is
 BCE + Dice (smooth 1, weights 1 and 1), the model kept is the one with the lowest validation loss, and it
 is then tested on the test split at threshold 0.5. In the official code these values are spread over a
 `setting_config` class; here they are fields of `Config`, each stated once.
@@ -33,7 +33,8 @@ SPLIT_ATT_MODES = ("fc", "conv")
 class Config:
     """Everything that decides the result of a training run (paths and devices are not part of it)."""
 
-    # Which named profile this started from (informative; the fields below are what counts).
+    # Which named profile this started from (a label, but part of the config: a run resumes only
+    # under the same name).
     profile_name: str = "paper"
 
     # --- model (UltraLightVMUNet's arguments) -----------------------------------------------------
@@ -73,7 +74,8 @@ class Config:
 
     # --- run --------------------------------------------------------------------------------------
     seed: int = 42
-    threshold: float = 0.5           # on predicted probabilities and on soft ground truth (>=)
+    threshold: float = 0.5           # prediction = prob >= threshold (the soft ground truth is always cut
+                                     # at 0.5, ulvm.metrics.GT_THRESHOLD, as in the official test loop)
     eval_batch_size: int = 8         # validation/test batch (results do not depend on it)
 
     def __post_init__(self) -> None:
@@ -117,8 +119,9 @@ class Config:
             object.__setattr__(self, name, float(value))
         elif kind.startswith("tuple") and isinstance(value, (list, tuple)):
             item = float if "float" in kind else int
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                return f"{name}={value!r} must be a list of numbers"
+            allowed = (int, float) if item is float else int   # an int field never truncates 8.5 to 8
+            if not all(isinstance(v, allowed) and not isinstance(v, bool) for v in value):
+                return f"{name}={value!r} must be a list of {'numbers' if item is float else 'integers'}"
             object.__setattr__(self, name, tuple(item(v) for v in value))
         elif not {"int": is_int, "bool": isinstance(value, bool), "str": isinstance(value, str)}.get(kind):
             return f"{name}={value!r} must be of type {annotation}"
