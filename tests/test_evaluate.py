@@ -87,6 +87,9 @@ def test_cli_train_then_test(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--out", str(run), "--config", str(config), "--device", "cpu",
                  "--set", "seed=3"]) == 2                                      # finished: refused
     assert "already finished" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                                            # which one would count?
+        main(["train", "--data", str(data), "--out", str(run), "--config", str(config), "--profile", "quick"])
+    assert "not allowed with argument" in capsys.readouterr().err
     assert main(["test", "--run", str(run), "--device", "cpu", "--bootstrap", "100", "--save-predictions"]) == 0
     assert "results_prepared_test.json" in capsys.readouterr().out
     assert any((run / "predictions_prepared_test").glob("*_overlay.png"))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from ..config import AUGMENT_MODES, PROFILES, Config
 from ..errors import UlvmError
 
 # Flags named in the protocol; any other config field is set with `--set field=value`.
@@ -16,7 +17,7 @@ _FIELD_FLAGS = {
     "backend": dict(choices=("auto", "reference", "parallel", "cuda"), help="selective-scan backend"),
     "epochs": dict(type=int, help="number of epochs (paper: 250)"),
     "batch_size": dict(type=int, help="training batch (paper: 8)"),
-    "augment": dict(choices=("auto", "paper", "batch", "none"), help="training augmentation path"),
+    "augment": dict(choices=AUGMENT_MODES, help="training augmentation path"),
     "max_images": dict(type=int, help="use at most this many train and val images"),
 }
 _THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a shared small machine use 1: "
@@ -31,8 +32,9 @@ def register(sub) -> None:
     train.add_argument("--data", type=Path, help="prepared dataset folder (default: the synthetic default "
                                                  "under data/, created if missing)")
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
-    train.add_argument("--profile", default="paper", help="named config: paper (default) or quick")
-    train.add_argument("--config", type=Path, help="YAML config file (instead of --profile)")
+    start = train.add_mutually_exclusive_group()
+    start.add_argument("--profile", choices=tuple(PROFILES), help="named config (default: paper)")
+    start.add_argument("--config", type=Path, help="YAML config file (instead of --profile)")
     for name, options in _FIELD_FLAGS.items():
         train.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **options)
     train.add_argument("--no-bridge", dest="bridge", action="store_const", const=False, default=None,
@@ -86,9 +88,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """Profile or YAML file, then the named flags, then `--set` overrides."""
-    from ..config import Config
-
-    config = Config.from_yaml(args.config) if args.config else Config.profile(args.profile)
+    config = Config.from_yaml(args.config) if args.config else Config.profile(args.profile or "paper")
     overrides = {name: getattr(args, name) for name in (*_FIELD_FLAGS, "bridge", "amp")
                  if getattr(args, name) is not None}
     for item in args.overrides:
