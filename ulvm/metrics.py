@@ -83,26 +83,26 @@ def metrics_from_counts(counts) -> dict[str, np.ndarray]:
     }
 
 
+def _counts_of(probs_or_counts, targets, threshold: float) -> np.ndarray:
+    """Per-image counts `(n, 4)`: from probabilities + targets, or the counts given (dict, `(4,)`, `(n, 4)`)."""
+    if targets is not None:
+        probs_or_counts = confusion_counts(probs_or_counts, targets, threshold)
+    return _as_counts(probs_or_counts).reshape(-1, 4)
+
+
 def pooled_metrics(probs_or_counts, targets=None, threshold: float = 0.5) -> dict[str, float]:
     """The paper's metrics from one pooled confusion matrix.
 
     Either `pooled_metrics(probs, targets, threshold=0.5)` (tensors/arrays of any shape), or
     `pooled_metrics(counts)` with the dict of `confusion` or per-image counts `(n, 4)` (summed here).
     """
-    if targets is not None:
-        counts = confusion_counts(probs_or_counts, targets, threshold)
-    else:
-        counts = probs_or_counts
-    counts = _as_counts(counts)
-    pooled = counts.reshape(-1, 4).sum(axis=0)
+    pooled = _counts_of(probs_or_counts, targets, threshold).sum(axis=0)
     return {name: float(value) for name, value in metrics_from_counts(pooled).items()}
 
 
 def per_image_metrics(probs_or_counts, targets=None, threshold: float = 0.5) -> dict[str, np.ndarray]:
     """DSC and IoU of each image: `(n,)` arrays. Takes probabilities + targets, or counts `(n, 4)`."""
-    counts = (confusion_counts(probs_or_counts, targets, threshold) if targets is not None
-              else probs_or_counts)
-    metrics = metrics_from_counts(_as_counts(counts).reshape(-1, 4))
+    metrics = metrics_from_counts(_counts_of(probs_or_counts, targets, threshold))
     return {"dsc": metrics["dsc"], "iou": metrics["iou"]}
 
 

@@ -56,7 +56,7 @@ from .config import Config
 from .errors import RunError
 from .io import atomic_write_text
 from .losses import bce_dice_loss, bce_dice_per_image
-from .metrics import confusion_counts, metrics_from_counts
+from .metrics import confusion_counts, pooled_metrics
 from .runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -201,9 +201,8 @@ def validate(model, images, masks, config: Config) -> dict[str, float]:
     for part, probs in predict(model, images, config.eval_batch_size):
         loss_sum += bce_dice_per_image(probs, masks[part], **loss_weights(config)).sum()
         counts += confusion_counts(probs, masks[part], config.threshold).sum(dim=0)
-    metrics = metrics_from_counts(counts.cpu())
-    return {"val_loss": loss_sum.item() / images.shape[0], "val_dsc": float(metrics["dsc"]),
-            "val_iou": float(metrics["iou"])}
+    metrics = pooled_metrics(counts.cpu())
+    return {"val_loss": loss_sum.item() / images.shape[0], "val_dsc": metrics["dsc"], "val_iou": metrics["iou"]}
 
 
 class _Batcher:
