@@ -55,19 +55,22 @@ def test_official_style_state_dict_loads_strictly_and_reproduces_the_output():
         torch.testing.assert_close(target(x), source(x), rtol=1e-4, atol=1e-5)
 
 
-def test_backends_agree_on_the_whole_model_forward_and_backward():
-    torch.manual_seed(1)
-    model = UltraLightVMUNet()
-    x = torch.rand(2, 3, 64, 64) * 255
+def assert_backends_agree(model, x, backend, baseline):
+    """Whole-model output and every parameter gradient of `backend` match `baseline` (fp32 tolerances)."""
     results = {}
-    for backend in ("reference", "parallel"):
-        model.set_backend(backend).zero_grad()
+    for name in (baseline, backend):
+        model.set_backend(name).zero_grad()
         y = model(x)
         y.mean().backward()
-        results[backend] = (y.detach(), [p.grad.clone() for p in model.parameters()])
-    torch.testing.assert_close(results["parallel"][0], results["reference"][0], rtol=6e-4, atol=2e-3)
-    for g_par, g_ref in zip(results["parallel"][1], results["reference"][1]):
-        torch.testing.assert_close(g_par, g_ref, rtol=6e-4, atol=2e-3)
+        results[name] = (y.detach(), [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(results[backend][0], results[baseline][0], rtol=6e-4, atol=2e-3)
+    for grad, grad_baseline in zip(results[backend][1], results[baseline][1]):
+        torch.testing.assert_close(grad, grad_baseline, rtol=6e-4, atol=2e-3)
+
+
+def test_backends_agree_on_the_whole_model_forward_and_backward():
+    torch.manual_seed(1)
+    assert_backends_agree(UltraLightVMUNet(), torch.rand(2, 3, 64, 64) * 255, "parallel", baseline="reference")
 
 
 @pytest.mark.parametrize("parallel", [1, 2, 4])
