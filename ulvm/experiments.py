@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -60,13 +59,10 @@ def run_grid(jobs: list[Job], data: Path, runs: Path, processes: int = 10, devic
         return dict(pool.map(run, jobs))
 
 
-_TRAINED = re.compile(r"trained .*?: best epoch (\d+) .*?, ([\d.]+)s on (\S+)")
-
-
-def record_run(run_dir: Path, dest: Path, log: Path | None = None, **extra) -> Path:
+def record_run(run_dir: Path, dest: Path, **extra) -> Path:
     """Write DEST/NAME.json: the run's test results (metrics, per-image DSC, config, data hashes, machine)
-    + its training curves + the training wall time read from its log (default RUNS/NAME.log, as
-    `run_grid` writes it), + `extra` (e.g. how many runs shared the GPU)."""
+    + its training curves and training time (the sum of its epoch times, as `TrainResult.train_time_s`),
+    + `extra` (e.g. how many runs shared the GPU)."""
     run_dir = Path(run_dir)
     results = sorted(run_dir.glob("results_*_test*.json"))
     if not results:
@@ -76,11 +72,7 @@ def record_run(run_dir: Path, dest: Path, log: Path | None = None, **extra) -> P
         rows = list(csv.DictReader(f))
     record["history"] = {key: [round(float(row[key]), 6) for row in rows]
                          for key in ("train_loss", "val_loss", "val_dsc", "lr", "epoch_time_s")}
-    log = Path(log) if log else run_dir.parent / f"{run_dir.name}.log"
-    found = _TRAINED.search(log.read_text(errors="replace")) if log.exists() else None
-    if found:
-        record["train_wall_time_s"] = float(found.group(2))
+    record["train_time_s"] = round(sum(record["history"]["epoch_time_s"]), 1)
     record.pop("run_dir", None)
     record.update(extra)
     return atomic_write_json(Path(dest) / f"{run_dir.name}.json", record)
-

@@ -82,7 +82,7 @@ def runs_table(results: list[dict]) -> "pd.DataFrame":
             **{METRIC_NAMES[k]: v for k, v in result.get("pooled", {}).items() if k in METRIC_NAMES},
             "per-image DSC": result.get("per_image", {}).get("dsc", []),
             "device": machine.get("gpu") or machine.get("device"),
-            "train time (s)": result.get("train_wall_time_s"),
+            "train time (s)": result.get("train_time_s"),
             "source": result.get("source", ""),
         })
     return pd.DataFrame(rows)
