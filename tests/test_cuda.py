@@ -24,7 +24,7 @@ def _scan(backend, inputs):
 
 
 @pytest.mark.parametrize("length,d_inner", [(64, 24), (64, 32), (256, 16), (1024, 12)])
-@pytest.mark.parametrize("backend", ["reference", "parallel"])
+@pytest.mark.parametrize("backend", ["reference", "parallel", "triton"])
 def test_scan_backends_match_mamba_ssm_kernel(backend, length, d_inner):
     inputs = make_inputs(4, d_inner, length, seed=length + d_inner)
     y_cuda, g_cuda = _scan("cuda", inputs)
@@ -53,3 +53,9 @@ def test_whole_model_cuda_backend_matches_parallel():
     torch.manual_seed(0)
     model, x = UltraLightVMUNet().cuda(), torch.rand(2, 3, 256, 256, device="cuda") * 255
     assert_backends_agree(model, x, "parallel", baseline="cuda")
+
+
+def test_whole_model_triton_backend_matches_mamba_ssm():
+    torch.manual_seed(0)
+    model, x = UltraLightVMUNet().cuda(), torch.rand(2, 3, 256, 256, device="cuda") * 255
+    assert_backends_agree(model, x, "triton", baseline="cuda")

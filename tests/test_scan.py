@@ -28,19 +28,24 @@ def make_inputs(batch, d_inner, length, d_state=16, seed=0, dtype=torch.float32)
 def run(backend, inputs):
     inputs = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
     y = selective_scan(**inputs, delta_softplus=True, backend=backend)
-    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)   # a non-trivial upstream grad
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)   # a non-trivial upstream grad
     (y * weights).sum().backward()
     return y.detach(), {k: v.grad for k, v in inputs.items()}
 
 
+def assert_matches_reference(backend, inputs):
+    """`backend`'s output and every input gradient equal the reference's (fp32 tolerances); returns them."""
+    y_ref, g_ref = run("reference", inputs)
+    y, grads = run(backend, inputs)
+    torch.testing.assert_close(y, y_ref, rtol=6e-4, atol=2e-3)
+    for name in g_ref:
+        torch.testing.assert_close(grads[name], g_ref[name], rtol=6e-4, atol=2e-3, msg=f"grad of {name}")
+    return y, grads
+
+
 @pytest.mark.parametrize("length,d_inner", [(64, 24), (64, 32), (256, 16), (1024, 12)])
 def test_parallel_matches_reference_forward_and_backward(length, d_inner):
-    inputs = make_inputs(2, d_inner, length)
-    y_ref, g_ref = run("reference", inputs)
-    y_par, g_par = run("parallel", inputs)
-    torch.testing.assert_close(y_par, y_ref, rtol=6e-4, atol=2e-3)
-    for name in g_ref:
-        torch.testing.assert_close(g_par[name], g_ref[name], rtol=6e-4, atol=2e-3, msg=f"grad of {name}")
+    assert_matches_reference("parallel", make_inputs(2, d_inner, length))
 
 
 def test_reference_is_exact_in_float64_against_a_plain_loop():
@@ -118,3 +123,10 @@ def test_auto_logs_its_choice_once(caplog, monkeypatch):
     messages = [r.getMessage() for r in caplog.records if "chose" in r.getMessage()]
     # CPU tensors: the fastest pure-PyTorch backend, also on a machine with mamba-ssm and a GPU
     assert len(messages) == 1 and "chose 'parallel' on cpu" in messages[0]
+
+
+def test_triton_backend_without_triton_says_why(monkeypatch):
+    monkeypatch.setattr(scan_module.triton_scan, "_kernels", lambda: (None, "triton is not importable (test)"))
+    inputs = {k: v.detach() for k, v in make_inputs(1, 4, 8).items()}
+    with pytest.raises(BackendUnavailable, match="backend 'triton' cannot run: triton is not importable"):
+        selective_scan(**inputs, backend="triton")

@@ -8,13 +8,14 @@ import yaml
 
 from ..config import AUGMENT_MODES, PROFILES, Config
 from ..errors import UlvmError
+from ..ssm import BACKENDS
 
 # Flags named in the protocol; any other config field is set with `--set field=value`.
 _FIELD_FLAGS = {
     "parallel": dict(type=int, choices=(1, 2, 4), help="PVM parallel chunks (paper: 4)"),
     "seed": dict(type=int, help="random seed (paper: 42)"),
     "fold": dict(type=int, help="cross-validation fold of the prepared data"),
-    "backend": dict(choices=("auto", "reference", "parallel", "cuda"), help="selective-scan backend"),
+    "backend": dict(choices=("auto",) + BACKENDS, help="selective-scan backend"),
     "epochs": dict(type=int, help="number of epochs (paper: 250)"),
     "batch_size": dict(type=int, help="training batch (paper: 8)"),
     "augment": dict(choices=AUGMENT_MODES, help="training augmentation path"),

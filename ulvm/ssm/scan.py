@@ -22,8 +22,11 @@ Backends:
                  mamba-ssm's `selective_scan_ref` (mamba_ssm/ops/selective_scan_interface.py).
     "parallel"   the same recurrence as an associative scan (log2 L vectorised steps), with a hand-written
                  backward that is the same scan run backwards in time. Fast on CPU and GPU.
+    "triton"     the whole scan (bias, softplus, discretisation, C h, D u, gate) as ONE fused Triton kernel
+                 forward and one backward (`ulvm.ssm.triton_scan`); CUDA tensors, fp32. Our GPU default.
     "cuda"       mamba-ssm's fused CUDA kernel `selective_scan_fn`, when it imports and tensors are on CUDA.
-    "auto"       "cuda" where it can run, else "parallel"; logs its choice once.
+    "auto"       on CUDA tensors "triton" where Triton imports, else "cuda" where mamba-ssm imports;
+                 everywhere else "parallel". Logs its choice once.
 """
 from __future__ import annotations
 
@@ -33,28 +36,34 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BackendUnavailable
-from . import cuda_kernels
+from . import cuda_kernels, triton_scan
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("reference", "parallel", "cuda")
+BACKENDS = ("reference", "parallel", "triton", "cuda")
 _announced: set[tuple[str, str]] = set()
 
 
 def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
-    """Turn "auto" into a concrete backend for `tensor`'s device; refuse "cuda" where it cannot run."""
+    """Turn "auto" into a concrete backend for `tensor`'s device; refuse "triton"/"cuda" where they cannot run."""
     if backend == "auto":
-        chosen = "cuda" if tensor.is_cuda and cuda_kernels.available() else "parallel"
+        chosen = "parallel"
+        if tensor.is_cuda:
+            if not triton_scan.why_unavailable(tensor):
+                chosen = "triton"
+            elif cuda_kernels.available():
+                chosen = "cuda"
         key = (tensor.device.type, chosen)
         if key not in _announced:
             _announced.add(key)
-            why = "" if chosen == "cuda" else f" ({cuda_kernels.why_unavailable(tensor)})"
+            why = "" if chosen == "triton" else f" (triton: {triton_scan.why_unavailable(tensor)})"
             log.info("selective scan: backend 'auto' chose %r on %s%s", chosen, tensor.device.type, why)
         return chosen
-    if backend == "cuda":
-        reason = cuda_kernels.why_unavailable(tensor)
+    unavailable = {"cuda": cuda_kernels.why_unavailable, "triton": triton_scan.why_unavailable}
+    if backend in unavailable:
+        reason = unavailable[backend](tensor)
         if reason:
-            raise BackendUnavailable(f"selective-scan backend 'cuda' cannot run: {reason}")
+            raise BackendUnavailable(f"selective-scan backend {backend!r} cannot run: {reason}")
         return backend
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {BACKENDS + ('auto',)}")
@@ -72,6 +81,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if backend == "cuda":
         return cuda_kernels.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     _check_shapes(u, delta, A, B, C)
+    if backend == "triton":
+        return triton_scan.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     dtype_in = u.dtype
     work = torch.promote_types(dtype_in, torch.float32)   # fp16/bf16 -> fp32 as the kernel; fp64 stays fp64
     u, delta = u.to(work), delta.to(work)
