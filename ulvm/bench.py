@@ -9,6 +9,11 @@ selective-scan path:
     reference           our sequential scan (pure PyTorch; CPU: inference only, it is the slow baseline)
     parallel            our associative scan (pure PyTorch)
     parallel + graph    the same, recorded once and replayed as a CUDA graph (CUDA only)
+    triton              our fused Triton scan: one kernel per scan forward, one backward (CUDA only)
+    triton + graph      the same, replayed as a CUDA graph (CUDA only)
+    triton + compile + graph   the model through torch.compile (default mode: Inductor fuses the norms,
+                        activations and copies around the scan, which stays one opaque custom op), then
+                        replayed as a CUDA graph (CUDA only; compiling takes minutes)
 
 Every path's batch-1 output is compared with an fp64 run of the reference backend on the same weights and
 input (relative L2 error); a path above `MAX_REL_ERROR` is marked as not counted. Ratios are against
@@ -20,13 +25,16 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
-from .losses import bce_dice_loss
+from .config import Config
+from .graphs import GraphedTrainStep, capture_cuda_graph
 from .model import UltraLightVMUNet
-from .runtime import capture_cuda_graph, describe_machine, resolve_device
-from .ssm import cuda_kernels
+from .runtime import describe_machine, resolve_device
+from .train import build_optimizer, loss_weights, train_step
+from .ssm import cuda_kernels, triton_scan
 
 MAX_REL_ERROR = 1e-4     # fp32 tolerance of the benchmark (issue 6)
 
@@ -38,6 +46,7 @@ class Path:
     fast_path: bool = True
     graph: bool = False
     train: bool = True
+    compile: bool = False
 
 
 def available_paths(device: torch.device) -> list[Path]:
@@ -50,6 +59,9 @@ def available_paths(device: torch.device) -> list[Path]:
     paths.append(Path("parallel", "parallel"))
     if device.type == "cuda":
         paths.append(Path("parallel + graph", "parallel", graph=True))
+        if not triton_scan.why_unavailable():
+            paths += [Path("triton", "triton"), Path("triton + graph", "triton", graph=True),
+                      Path("triton + compile + graph", "triton", graph=True, compile=True)]
     return paths
 
 
@@ -84,15 +96,14 @@ def _inference_fn(model, x, graph: bool):
 
 
 def _train_fn(model, x, y, graph: bool):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2, capturable=graph)
-
-    def step():
-        optimizer.zero_grad(set_to_none=not graph)   # a graph needs the .grad tensors to stay in place
-        loss = bce_dice_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-    return capture_cuda_graph(step) if graph else step
+    """One training step of `ulvm.train` with the paper's optimizer and loss, eager or as a CUDA graph."""
+    config = Config()
+    optimizer, _ = build_optimizer(model, config, capturable=graph)
+    step = partial(train_step, model, optimizer, weights=loss_weights(config), keep_grad_tensors=graph)
+    if graph:
+        graphed = GraphedTrainStep(step, model, optimizer, x, y)
+        return lambda: graphed(x, y)
+    return lambda: step(x, y)
 
 
 def reference_output(model: UltraLightVMUNet, x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +124,9 @@ def run_benchmark(device: str = "auto", size: int = 256, repeats: int = 20, seed
     # Let cuDNN time its algorithms once per shape (for every path alike): its default choice for the
     # backward of the bridge's 7x7 dilated 2->1 conv takes ~1 ms a call, 40% of a training step.
     torch.backends.cudnn.benchmark = True
+    # fp32 means fp32 for every path: no TF32 tensor cores in cuDNN either (PyTorch allows them there by
+    # default; after torch.compile moved convs to channels-last they cost 1e-3 relative error).
+    torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(seed)
     base = UltraLightVMUNet(backend="parallel").to(device).eval()
     x1 = torch.rand(1, 3, size, size, device=device) * 255
@@ -120,22 +134,28 @@ def run_benchmark(device: str = "auto", size: int = 256, repeats: int = 20, seed
     y8 = (torch.rand(8, 1, size, size, device=device) > 0.5).float()
     ref = reference_output(base, x1)
 
-    rows = []
+    rows, failed = [], []
     for path in available_paths(device):
         if paths and path.name not in paths:
             continue
         model = _configure(copy.deepcopy(base), path)
+        runner = torch.compile(model, dynamic=False) if path.compile else model
         slow = path.backend == "reference"
         reps = max(3, repeats // 5) if slow else repeats
         row = {"path": path.name}
-        with torch.no_grad():
-            row["rel_l2_error"] = rel_l2(model(x1), ref)
-        row["counted"] = row["rel_l2_error"] <= MAX_REL_ERROR
-        row["infer_b1_ms"] = time_ms(_inference_fn(model, x1, path.graph), device, reps)
-        row["infer_b8_ms"] = time_ms(_inference_fn(model, x8, path.graph), device, reps)
-        if path.train:
-            model.train()
-            row["train_b8_ms"] = time_ms(_train_fn(model, x8, y8, path.graph), device, reps)
+        try:
+            infer_b1 = _inference_fn(runner, x1, path.graph)
+            row["rel_l2_error"] = rel_l2(infer_b1(), ref)      # the output of the path as timed (graph too)
+            row["counted"] = row["rel_l2_error"] <= MAX_REL_ERROR
+            row["infer_b1_ms"] = time_ms(infer_b1, device, reps)
+            row["infer_b8_ms"] = time_ms(_inference_fn(runner, x8, path.graph), device, reps)
+            if path.train:
+                model.train()
+                row["train_b8_ms"] = time_ms(_train_fn(runner, x8, y8, path.graph), device, reps)
+        except Exception as error:  # noqa: BLE001 - a toolchain failure (compiler, kernel build) ends this path only
+            failed.append({"path": path.name, "error": f"{type(error).__name__}: {str(error)[:500]}"})
+            progress(f"{path.name}: failed: {failed[-1]['error']}")
+            continue
         rows.append(row)
         progress(format_row(row))
     baseline = rows[0]
@@ -144,11 +164,11 @@ def run_benchmark(device: str = "auto", size: int = 256, repeats: int = 20, seed
             if key in row and key in baseline:
                 row[key.replace("_ms", "_speedup")] = baseline[key] / row[key]
     return {"machine": describe_machine(device), "size": size, "repeats": repeats, "baseline": baseline["path"],
-            "max_rel_error": MAX_REL_ERROR, "rows": rows}
+            "max_rel_error": MAX_REL_ERROR, "rows": rows, "failed": failed}
 
 
 def format_row(row: dict) -> str:
-    cells = [f"{row['path']:<18}"]
+    cells = [f"{row['path']:<24}"]
     for key in ("infer_b1_ms", "infer_b8_ms", "train_b8_ms"):
         cells.append(f"{row[key]:9.2f}" if key in row else f"{'-':>9}")
     cells.append(f"{row['rel_l2_error']:9.1e}{'' if row['counted'] else ' (not counted)'}")
@@ -159,10 +179,11 @@ def format_table(result: dict) -> str:
     machine = result["machine"]
     where = machine.get("gpu") or f"{machine['cpu']} ({machine['cpu_threads']} threads)"
     lines = [f"UltraLight VM-UNet x4, {result['size']}², fp32, torch {machine['torch']}, on {where}",
-             f"{'path':<18} | {'infer b1':>9} | {'infer b8':>9} | {'train b8':>9} | rel. error (ms; error vs fp64)"]
+             f"{'path':<24} | {'infer b1':>9} | {'infer b8':>9} | {'train b8':>9} | rel. error (ms; error vs fp64)"]
     lines += [format_row(row) for row in result["rows"]]
     lines.append(f"speed-up vs {result['baseline']!r}, measured in this process:")
     for row in result["rows"]:
         ratios = [f"{row[k]:.1f}x" if k in row else "-" for k in ("infer_b1_speedup", "infer_b8_speedup", "train_b8_speedup")]
-        lines.append(f"  {row['path']:<18} " + "  ".join(ratios))
+        lines.append(f"  {row['path']:<24} " + "  ".join(ratios))
+    lines += [f"failed: {row['path']}: {row['error']}" for row in result.get("failed", [])]
     return "\n".join(lines)

@@ -45,7 +45,7 @@ class Config:
     split_att: str = "fc"
     parallel: int = 4                # PVM layer: channels split into this many parallel Mamba chunks
     bridge: bool = True              # SC_Att_Bridge (spatial + channel attention skip connections)
-    backend: str = "auto"            # selective-scan backend: reference | parallel | cuda | auto
+    backend: str = "auto"            # selective-scan backend: reference | parallel | triton | cuda | auto
 
     # --- optimisation -----------------------------------------------------------------------------
     epochs: int = 250
@@ -57,6 +57,8 @@ class Config:
     t_max: int = 50                  # CosineAnnealingLR period (half-cycle), in epochs
     eta_min: float = 1e-5
     amp: bool = False                # mixed precision on CUDA (the paper trains in fp32)
+    cuda_graph: bool = True          # on CUDA, replay full-batch training steps as a CUDA graph
+                                     # (ulvm.graphs; same maths, ~1,000 launches become one; not with amp)
 
     # --- loss: bce_weight * BCE + dice_weight * (1 - mean over the batch of per-image Dice) ---------
     bce_weight: float = 1.0
@@ -70,7 +72,7 @@ class Config:
     augment: str = "auto"
     max_images: int | None = None    # use at most this many train and val images (None = all)
     fold: int | None = None          # cross-validation fold of the prepared split (None = plain split)
-    drop_last: bool = False          # drop the last short batch (static shapes for CUDA graphs)
+    drop_last: bool = False          # drop the last short batch (else it runs eagerly beside the graph)
 
     # --- run --------------------------------------------------------------------------------------
     seed: int = 42

@@ -41,27 +41,3 @@ def describe_machine(device: torch.device | str = "cpu") -> dict:
         info["cuda"] = torch.version.cuda
     return info
 
-
-def capture_cuda_graph(step, warmup: int = 3):
-    """Record `step()` (static shapes, tensors that stay in place) once as a CUDA graph; return a replayer.
-
-    A 49k-parameter model is launch-bound on a GPU: a forward is ~400 tiny kernels whose launch costs more
-    than their work. Replaying them as one graph removes the Python and launch overhead. The returned
-    function replays the graph and returns what `step()` returned during capture (the same tensors,
-    refreshed by every replay). Optimizers inside `step` need `capturable=True`.
-    """
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):          # warm up on a side stream, as torch.cuda.graphs requires
-        for _ in range(warmup):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        output = step()
-
-    def replay():
-        graph.replay()
-        return output
-
-    return replay

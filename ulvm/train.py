@@ -14,10 +14,11 @@ NumPy/SciPy path (items of `ulvm.data.SegmentationDataset`, resized to the input
 transformation (on CPU it costs ~7 ms per 256² image: ~3% of a batch-8 step at 256², ~25% of an epoch
 of the quick profile at 64² — set `augment="batch"` to save that). The loss is summed on the device and
 read once per epoch (the progress bar reads it every 20 steps); the loop itself adds no host sync per
-step (`augment_batch` currently copies its random draws to the host once per batch). `train_step` has
-only tensor inputs and no data-dependent Python branches, so it can be captured in a CUDA graph or
-compiled; with `Config.drop_last` every step has the same batch shape (otherwise the last short batch is
-a second shape — the official loader keeps it, so the paper profile does too).
+step (`augment_batch` currently copies its random draws to the host once per batch). On CUDA
+(`Config.cuda_graph`, on by default) the full-batch training step is recorded once as a CUDA graph
+(`ulvm.graphs.GraphedTrainStep`, AdamW made capturable) and replayed: the same maths, one launch
+instead of ~1,000; the last short batch of an epoch (the official loader keeps it, so the paper
+profile does too) runs eagerly beside it.
 
 Resume: `last.pt` holds model, optimizer, scheduler, every RNG state, epoch and history; a run folder
 with a `last.pt` is resumed automatically and, on CPU, ends bit-identical to an uninterrupted run
@@ -29,10 +30,10 @@ Not deterministic on CUDA (same seed, same GPU, same software): the backward pas
 upsampling) accumulate with atomic adds in an order that varies from run to run, and have no
 deterministic CUDA implementation (`torch.use_deterministic_algorithms(True)` raises on them); cuDNN
 picks convolution algorithms by timing them (`cudnn.benchmark`, set on CUDA for speed), some of them
-non-deterministic;
-the mamba-ssm selective-scan backward (backend "cuda") also reduces with atomics. Differences start in
-the last bits of the first gradients and grow over epochs, so two CUDA runs with one seed end at
-slightly different weights and metrics. What the seed still fixes on CUDA: initialisation, data order,
+non-deterministic; the selective-scan backwards of mamba-ssm (backend "cuda") and of ours in Triton
+(backend "triton": dB and dC) also reduce with atomics. Differences start in the last bits of the first
+gradients and grow over epochs, so two CUDA runs with one seed end at slightly different weights and
+metrics. With `cuda_graph` the learning rate is a float32 GPU tensor (1e-3 is stored as 1.00000005e-3). What the seed still fixes on CUDA: initialisation, data order,
 augmentation draws. Resume on CUDA continues the same RNG streams, but is not bit-identical either.
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -54,6 +56,7 @@ import torch.nn.functional as F
 from .checkpoint import read_run_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .config import Config
 from .errors import RunError
+from .graphs import GraphedTrainStep
 from .io import atomic_write_text
 from .losses import bce_dice_loss, bce_dice_per_image
 from .metrics import confusion_counts, pooled_metrics
@@ -93,10 +96,15 @@ def build_model(config: Config) -> torch.nn.Module:
                             parallel=config.parallel, backend=config.backend)
 
 
-def build_optimizer(model: torch.nn.Module, config: Config):
-    """AdamW and CosineAnnealingLR exactly as the paper's config (scheduler stepped once per epoch)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
-                                  weight_decay=config.weight_decay)
+def build_optimizer(model: torch.nn.Module, config: Config, capturable: bool = False):
+    """AdamW and CosineAnnealingLR exactly as the paper's config (scheduler stepped once per epoch).
+
+    `capturable`: for a step recorded in a CUDA graph (`ulvm.graphs`): AdamW keeps its step count on the
+    GPU and the learning rate is a GPU tensor, which the scheduler updates in place.
+    """
+    lr = torch.tensor(config.lr, device=next(model.parameters()).device) if capturable else config.lr
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=config.betas, eps=config.eps,
+                                  weight_decay=config.weight_decay, capturable=capturable)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.t_max, eta_min=config.eta_min)
     return optimizer, scheduler
 
@@ -170,9 +178,12 @@ def _batches(n: int, batch_size: int, drop_last: bool) -> Iterator[slice]:
 # --- one step, one epoch ------------------------------------------------------------------------------
 
 def train_step(model, optimizer, images: torch.Tensor, masks: torch.Tensor, weights: dict[str, float],
-               scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
-    """Forward, BCE + Dice, backward, AdamW step. Returns the loss as a detached device tensor."""
-    optimizer.zero_grad(set_to_none=True)
+               scaler: torch.amp.GradScaler | None = None, keep_grad_tensors: bool = False) -> torch.Tensor:
+    """Forward, BCE + Dice, backward, AdamW step. Returns the loss as a detached device tensor.
+
+    `keep_grad_tensors`: zero the gradients in place instead of freeing them, as a CUDA graph needs.
+    """
+    optimizer.zero_grad(set_to_none=not keep_grad_tensors)
     with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=scaler is not None):
         probs = model(images)                                          # (batch, 1, S, S)
     loss = bce_dice_loss(probs, masks, **weights)
@@ -372,9 +383,13 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
 
     seed_everything(config.seed)
     model = build_model(config).to(device)
-    optimizer, scheduler = build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
+    graphed = config.cuda_graph and device.type == "cuda" and scaler is None
+    if config.cuda_graph and config.amp and device.type == "cuda":
+        log.warning("cuda_graph is not used with amp=True: the gradient scaler decides on the host")
+    optimizer, scheduler = build_optimizer(model, config, capturable=graphed)
     weights = loss_weights(config)
+    step_graph = None          # recorded at the first full batch (after a resume: with the loaded state)
 
     history: list[dict[str, float]] = []
     best = {"epoch": 0, "val_loss": math.inf}
@@ -397,13 +412,21 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             epoch_started = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
+            lr = float(optimizer.param_groups[0]["lr"])
             model.train()
             loss_sum = torch.zeros((), device=device)
             bar = tqdm(batcher.epoch(), total=batcher.steps(), disable=not progress, leave=False,
                        desc=f"epoch {epoch}/{config.epochs}", unit="step")
             for step, (images, masks) in enumerate(bar, start=1):
-                loss_sum += train_step(model, optimizer, images, masks, weights, scaler)
+                if graphed and images.shape[0] == config.batch_size:
+                    if step_graph is None:
+                        step_graph = GraphedTrainStep(
+                            partial(train_step, model, optimizer, weights=weights, keep_grad_tensors=True),
+                            model, optimizer, images, masks)
+                    loss_sum += step_graph(images, masks)
+                else:  # CPU, amp, or the last short batch: eager (beside a graph: on the graph's .grad tensors)
+                    loss_sum += train_step(model, optimizer, images, masks, weights, scaler,
+                                           keep_grad_tensors=graphed)
                 if progress and (step % 20 == 0 or step == batcher.steps()):  # a few host syncs per epoch
                     bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", lr=f"{lr:.2e}")
             bar.close()

@@ -1,0 +1,85 @@
+"""CUDA graphs: record a step's ~1,000 tiny kernel launches once, replay them with one launch.
+
+A 49k-parameter model is launch-bound on a GPU: a batch-8 training step is ~1,000 kernels (with the fused
+Triton scan; ~3,500 with the pure-PyTorch scan), each doing less work than its launch costs. Replaying a
+recorded graph removes the Python and launch overhead (issue "GPU speed"; `book/results/bench/NOTES.md`).
+Used by `ulvm bench` and by `ulvm.train.fit` (`Config.cuda_graph`).
+
+What a graph needs: static shapes, inputs copied into the same tensors every time, no host syncs or
+data-dependent Python inside the step, `.grad` tensors kept in place (zero them, don't set them to None),
+and a capturable optimizer (`AdamW(capturable=True)`, with a tensor learning rate that the scheduler
+updates in place).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+def capture_cuda_graph(step, warmup: int = 3):
+    """Record `step()` once as a CUDA graph; return a function that replays it.
+
+    The replayer returns what `step()` returned during capture: the same tensors, refreshed by each
+    replay (read them before the next one). torch.cuda.graphs requires the warm-up calls, on a side
+    stream; they really run `step()`: see `GraphedTrainStep` for a training step that must not count them.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = step()
+
+    def replay():
+        graph.replay()
+        return output
+
+    return replay
+
+
+@contextmanager
+def training_state_restored(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    """Run a block that trains (graph warm-up), then put weights, buffers and optimizer state back.
+
+    In place (`copy_`), so tensors captured in a graph stay valid. Optimizer state created inside the
+    block (the first step creates AdamW's moments and step count) is zeroed: zero is its initial value.
+    """
+    model_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    optimizer_state = {param: {key: value.clone() for key, value in state.items() if torch.is_tensor(value)}
+                       for param, state in optimizer.state.items()}
+    yield
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(model_state[name])
+        for param, state in optimizer.state.items():
+            saved = optimizer_state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and key in saved:
+                    value.copy_(saved[key])
+                elif torch.is_tensor(value):
+                    value.zero_()
+
+
+class GraphedTrainStep:
+    """A training step recorded as a CUDA graph for one batch shape, replayed for every batch of it.
+
+    `step(images, masks)` must return the loss as a tensor and keep `.grad` tensors in place (see
+    `ulvm.train.train_step(..., keep_grad_tensors=True)`). The warm-up steps that capture needs leave the
+    model and optimizer as they found them, so a graphed run follows the same trajectory as an eager one.
+    Call it with batches of the example's shape; the returned loss tensor is overwritten by the next call.
+    """
+
+    def __init__(self, step, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 images: torch.Tensor, masks: torch.Tensor):
+        self.images, self.masks = images.clone(), masks.clone()        # the graph's static inputs
+        with training_state_restored(model, optimizer):
+            self._replay = capture_cuda_graph(lambda: step(self.images, self.masks))
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        self.images.copy_(images)
+        self.masks.copy_(masks)
+        return self._replay()
