@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ulvm.config import Config
-from ulvm.graphs import GraphedTrainStep, training_state_restored
+from ulvm.graphs import GraphedTrainStep, set_capturable, training_state_restored
 from ulvm.model import UltraLightVMUNet
-from ulvm.train import build_optimizer, loss_weights, train_step
+from ulvm.train import build_optimizer, fit, loss_weights, train_step
 
 WEIGHTS = loss_weights(Config())
 
@@ -37,6 +37,29 @@ def test_warm_up_steps_inside_the_block_leave_no_trace():
         assert torch.equal(p, q)
 
 
+def test_a_checkpointed_optimizer_state_takes_this_runs_mode():
+    """State saved by a graphed run (tensor lr, capturable) resumes eagerly, and stays equal to eager state."""
+    torch.manual_seed(0)
+    model = UltraLightVMUNet(backend="parallel")
+    twin = copy.deepcopy(model)
+    optimizer, _ = build_optimizer(model, Config())
+    twin_optimizer, _ = build_optimizer(twin, Config())
+    batches = _batches("cpu", n=2)
+    for opt, net in ((optimizer, model), (twin_optimizer, twin)):
+        train_step(net, opt, *batches[0], WEIGHTS)
+    set_capturable(optimizer, True)                     # as a graphed run holds and saves it
+    assert torch.is_tensor(optimizer.param_groups[0]["lr"]) and optimizer.param_groups[0]["capturable"]
+    resumed, _ = build_optimizer(model, Config())
+    resumed.load_state_dict(optimizer.state_dict())
+    set_capturable(resumed, False)
+    group = resumed.param_groups[0]
+    assert isinstance(group["lr"], float) and group["lr"] == pytest.approx(1e-3) and not group["capturable"]
+    train_step(model, resumed, *batches[1], WEIGHTS)
+    train_step(twin, twin_optimizer, *batches[1], WEIGHTS)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("backend", ["parallel", "triton"])
@@ -59,3 +82,31 @@ def test_graphed_training_step_follows_the_eager_one(backend):
     assert float(optimizer.param_groups[0]["lr"]) == pytest.approx(twin_optimizer.param_groups[0]["lr"])
     for p, q in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphed_run_interrupted_and_resumed_follows_an_uninterrupted_one(tmp_path, monkeypatch):
+    """The graph is re-recorded after a resume, on the optimizer state loaded from last.pt."""
+    from test_train import tiny_config, write_tiny_prepared
+
+    import ulvm.train
+
+    data = write_tiny_prepared(tmp_path / "data")
+    config = tiny_config(backend="triton", augment="none", input_size=64)   # L >= 4 in every PVM layer
+    clean = fit(config, data, tmp_path / "clean", device="cuda", progress=False)
+    real_write_log = ulvm.train._write_log
+
+    def stop_after_epoch_2(path, history):
+        real_write_log(path, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(ulvm.train, "_write_log", stop_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data, tmp_path / "cut", device="cuda", progress=False)
+    monkeypatch.undo()
+    resumed = fit(config, data, tmp_path / "cut", device="cuda", progress=False)
+    assert resumed.resumed_from_epoch == 2
+    for row, clean_row in zip(resumed.history, clean.history):
+        assert row["lr"] == pytest.approx(clean_row["lr"], rel=1e-6)
+        assert row["train_loss"] == pytest.approx(clean_row["train_loss"], rel=1e-3)

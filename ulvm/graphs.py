@@ -64,6 +64,24 @@ def training_state_restored(model: torch.nn.Module, optimizer: torch.optim.Optim
                     value.zero_()
 
 
+def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
+    """Put an optimizer (AdamW, Adam) in this run's mode, e.g. after loading a checkpoint's state.
+
+    A state dict carries the mode of the run that saved it, and loads on the CPU: a graphed run needs a
+    learning rate and step counts as tensors on the parameters' device, an eager one plain floats and step
+    counts on the CPU (PyTorch's foreach AdamW refuses a tensor learning rate without `capturable`).
+    """
+    for group in optimizer.param_groups:
+        device = group["params"][0].device
+        group["capturable"] = capturable
+        lr = float(group["lr"])
+        group["lr"] = torch.tensor(lr, device=device) if capturable else lr
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if "step" in state:
+                state["step"] = state["step"].to(device if capturable else "cpu", torch.float32)
+
+
 class GraphedTrainStep:
     """A training step recorded as a CUDA graph for one batch shape, replayed for every batch of it.
 

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from .checkpoint import read_run_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .config import Config
 from .errors import RunError
-from .graphs import GraphedTrainStep
+from .graphs import GraphedTrainStep, set_capturable
 from .io import atomic_write_text
 from .losses import bce_dice_loss, bce_dice_per_image
 from .metrics import confusion_counts, pooled_metrics
@@ -102,9 +102,10 @@ def build_optimizer(model: torch.nn.Module, config: Config, capturable: bool = F
     `capturable`: for a step recorded in a CUDA graph (`ulvm.graphs`): AdamW keeps its step count on the
     GPU and the learning rate is a GPU tensor, which the scheduler updates in place.
     """
-    lr = torch.tensor(config.lr, device=next(model.parameters()).device) if capturable else config.lr
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=config.betas, eps=config.eps,
-                                  weight_decay=config.weight_decay, capturable=capturable)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
+                                  weight_decay=config.weight_decay)
+    optimizer.param_groups[0]["initial_lr"] = config.lr      # the scheduler's base rate: a float either way
+    set_capturable(optimizer, capturable)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.t_max, eta_min=config.eta_min)
     return optimizer, scheduler
 
@@ -397,6 +398,7 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        set_capturable(optimizer, graphed)          # the checkpoint's state loads on the CPU, in its own mode
         scheduler.load_state_dict(checkpoint["scheduler"])
         if scaler is not None and "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
