@@ -95,13 +95,13 @@ def test_graphed_run_interrupted_and_resumed_follows_an_uninterrupted_one(tmp_pa
     data = write_tiny_prepared(tmp_path / "data")
     config = tiny_config(backend="triton", augment="none", input_size=64)   # L >= 4 in every PVM layer
     clean = fit(config, data, tmp_path / "clean", device="cuda", progress=False)
-    real_write_log = ulvm.train._write_log
+    real_write_log = ulvm.train.write_log
 
     def stop_after_epoch_2(path, history):
         real_write_log(path, history)
         if len(history) == 2:
             raise KeyboardInterrupt
-    monkeypatch.setattr(ulvm.train, "_write_log", stop_after_epoch_2)
+    monkeypatch.setattr(ulvm.train, "write_log", stop_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         fit(config, data, tmp_path / "cut", device="cuda", progress=False)
     monkeypatch.undo()

@@ -33,8 +33,8 @@ from .config import Config
 from .graphs import GraphedTrainStep, capture_cuda_graph
 from .model import UltraLightVMUNet
 from .runtime import describe_machine, resolve_device
-from .train import build_optimizer, loss_weights, train_step
 from .ssm import cuda_kernels, triton_scan
+from .train import build_optimizer, loss_weights, train_step
 
 MAX_REL_ERROR = 1e-4     # fp32 tolerance of the benchmark (issue 6)
 

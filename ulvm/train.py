@@ -33,21 +33,18 @@ picks convolution algorithms by timing them (`cudnn.benchmark`, set on CUDA for 
 non-deterministic; the selective-scan backwards of mamba-ssm (backend "cuda") and of ours in Triton
 (backend "triton": dB and dC) also reduce with atomics. Differences start in the last bits of the first
 gradients and grow over epochs, so two CUDA runs with one seed end at slightly different weights and
-metrics. With `cuda_graph` the learning rate is a float32 GPU tensor (1e-3 is stored as 1.00000005e-3). What the seed still fixes on CUDA: initialisation, data order,
-augmentation draws. Resume on CUDA continues the same RNG streams, but is not bit-identical either.
+metrics. With `cuda_graph` the learning rate is a float32 GPU tensor (1e-3 is stored as 1.00000005e-3).
+What the seed still fixes on CUDA: initialisation, data order, augmentation draws. Resume on CUDA
+continues the same RNG streams, but is not bit-identical either.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
-import shutil
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -57,33 +54,12 @@ from .checkpoint import read_run_checkpoint, restore_rng_states, rng_states, sav
 from .config import Config
 from .errors import RunError
 from .graphs import GraphedTrainStep, set_capturable
-from .io import atomic_write_text
 from .losses import bce_dice_loss, bce_dice_per_image
 from .metrics import confusion_counts, pooled_metrics
+from .runs import TrainResult, differences, open_tensorboard, prepare_run_dir, run_result, write_log
 from .runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
-
-LOG_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dsc", "val_iou", "epoch_time_s")
-RUN_FILES = ("last.pt", "best.pt", "log.csv", "config.yaml", "tensorboard", "results_*.json", "predictions_*")
-
-
-@dataclass
-class TrainResult:
-    """What `fit` leaves behind: paths, the per-epoch history (as in log.csv) and timings."""
-    run_dir: Path
-    best_path: Path
-    last_path: Path
-    log_path: Path
-    history: list[dict[str, float]]
-    best_epoch: int
-    best_val_loss: float
-    wall_time_s: float               # of this call (0 for `finished_run`)
-    train_time_s: float              # sum of the epoch times of the whole run, across resumes
-    resumed_from_epoch: int = 0      # 0 = started from scratch
-    device: str = ""
-    data_manifest_hash: str = ""
-
 
 # --- pieces built from the config ---------------------------------------------------------------------
 
@@ -263,62 +239,7 @@ class _Batcher:
             yield images, masks
 
 
-# --- the run folder -----------------------------------------------------------------------------------
-
-def _differences(checkpoint: dict[str, Any], config: Config, content_hash: str, source: Path) -> str | None:
-    """Why a run folder's checkpoint does not belong to (config, data), or None when it does."""
-    saved = Config.from_dict(checkpoint["config"], source=str(source))
-    if saved != config:
-        changed = sorted(k for k, v in config.to_dict().items() if saved.to_dict().get(k) != v)
-        return f"the run was started with a different config (differs in: {', '.join(changed)})"
-    if checkpoint["data"]["content_hash"] != content_hash:
-        return (f"the run was started on other data (prepared content hash "
-                f"{checkpoint['data']['content_hash'][:12]} != {content_hash[:12]})")
-    return None
-
-
-def _clear_run_dir(run_dir: Path) -> None:
-    """Remove what a previous run wrote (and only that: the folder may hold other files)."""
-    for pattern in RUN_FILES:
-        for target in run_dir.glob(pattern):
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink()
-
-
-def _prepare_run_dir(run_dir: Path, config: Config, content_hash: str, resume: bool,
-                     overwrite: bool) -> dict[str, Any] | None:
-    """Decide between a fresh start and a resume; returns the checkpoint to resume from, if any."""
-    last = run_dir / "last.pt"
-    if overwrite:
-        _clear_run_dir(run_dir)
-        return None
-    if not last.exists():
-        return None
-    checkpoint = read_run_checkpoint(last)
-    problem = _differences(checkpoint, config, content_hash, last)
-    if problem:
-        raise RunError(f"{last}: {problem}; use another output folder or pass --overwrite")
-    if checkpoint["epoch"] >= config.epochs:
-        raise RunError(f"{run_dir}: this run already finished ({config.epochs} epochs); "
-                       "pass --overwrite (overwrite=True) to train it again")
-    if not resume:
-        raise RunError(f"{run_dir}: holds an unfinished run (epoch {checkpoint['epoch']}); "
-                       "resume it, or pass --overwrite to start again")
-    return checkpoint
-
-
-def _result(run_dir: Path, checkpoint: dict[str, Any], wall_time_s: float, resumed_from: int,
-            device: str) -> TrainResult:
-    history = list(checkpoint["history"])
-    return TrainResult(run_dir=run_dir, best_path=run_dir / "best.pt", last_path=run_dir / "last.pt",
-                       log_path=run_dir / "log.csv", history=history, best_epoch=checkpoint["best"]["epoch"],
-                       best_val_loss=checkpoint["best"]["val_loss"], wall_time_s=wall_time_s,
-                       train_time_s=sum(row["epoch_time_s"] for row in history),
-                       resumed_from_epoch=resumed_from, device=device,
-                       data_manifest_hash=checkpoint["data"]["manifest_hash"])
-
+# --- finished runs (the run folder itself: ulvm.runs) ---------------------------------------------------
 
 def finished_run(config: Config, data, out_dir: str | Path) -> TrainResult | None:
     """The result of the run in `out_dir` if it finished with exactly `config` on `data`, else None.
@@ -329,25 +250,9 @@ def finished_run(config: Config, data, out_dir: str | Path) -> TrainResult | Non
     if not last.is_file():
         return None
     checkpoint = read_run_checkpoint(last)
-    if _differences(checkpoint, config, load_data(data).content_hash, last) or checkpoint["epoch"] < config.epochs:
+    if differences(checkpoint, config, load_data(data).content_hash, last) or checkpoint["epoch"] < config.epochs:
         return None
-    return _result(Path(out_dir), checkpoint, 0.0, checkpoint["epoch"], "")
-
-
-def _write_log(path: Path, history: list[dict[str, float]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def _tensorboard(run_dir: Path, start_epoch: int):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch + 1)
+    return run_result(Path(out_dir), checkpoint, 0.0, checkpoint["epoch"], "")
 
 
 # --- fit ----------------------------------------------------------------------------------------------
@@ -376,7 +281,7 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
         raise RunError(f"{prepared.root}: {train_images.shape[0]} training images are fewer than "
                        f"batch_size={config.batch_size} with drop_last=True: an epoch would have no step")
     run_dir = Path(out_dir)
-    checkpoint = _prepare_run_dir(run_dir, config, prepared.content_hash, resume, overwrite)
+    checkpoint = prepare_run_dir(run_dir, config, prepared.content_hash, resume, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.to_yaml(run_dir / "config.yaml")
     if config.amp and device.type != "cuda":
@@ -410,7 +315,7 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
     data_info = {"root": str(prepared.root), "manifest_hash": prepared.manifest_hash,
                  "content_hash": prepared.content_hash,
                  "train_images": int(train_images.shape[0]), "val_images": int(val_images.shape[0])}
-    board = _tensorboard(run_dir, start_epoch)
+    board = open_tensorboard(run_dir, start_epoch)
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             epoch_started = time.perf_counter()
@@ -454,7 +359,7 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
             # last.pt after best.pt: a kill in between leaves best.pt one epoch ahead, and the resumed run
             # redoes that epoch identically, so both files end up as in an uninterrupted run.
             save_checkpoint(last_path, **state, best=best)
-            _write_log(log_path, history)
+            write_log(log_path, history)
             if board is not None:
                 for key in ("lr", "train_loss", "val_loss", "val_dsc", "val_iou"):
                     board.add_scalar(key, row[key], epoch)
@@ -466,4 +371,4 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
         if board is not None:
             board.close()
 
-    return _result(run_dir, state | {"best": best}, time.perf_counter() - started, start_epoch, str(device))
+    return run_result(run_dir, state | {"best": best}, time.perf_counter() - started, start_epoch, str(device))

@@ -48,7 +48,7 @@ def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
     """Turn "auto" into a concrete backend for `tensor`'s device; refuse "triton"/"cuda" where they cannot run."""
     if backend == "auto":
         chosen = "parallel"
-        if tensor.is_cuda:
+        if tensor.is_cuda and tensor.dtype != torch.float64:       # both GPU kernels compute in fp32
             if not triton_scan.why_unavailable(tensor):
                 chosen = "triton"
             elif cuda_kernels.available():
@@ -56,7 +56,8 @@ def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
         key = (tensor.device.type, chosen)
         if key not in _announced:
             _announced.add(key)
-            why = "" if chosen == "triton" else f" (triton: {triton_scan.why_unavailable(tensor)})"
+            why = "" if chosen == "triton" or not tensor.is_cuda else \
+                f" (triton: {triton_scan.why_unavailable(tensor)})"
             log.info("selective scan: backend 'auto' chose %r on %s%s", chosen, tensor.device.type, why)
         return chosen
     unavailable = {"cuda": cuda_kernels.why_unavailable, "triton": triton_scan.why_unavailable}
