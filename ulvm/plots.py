@@ -115,20 +115,25 @@ def summary_table(runs: "pd.DataFrame", metrics=("DSC", "IoU", "ACC", "SE", "SP"
 
 def paired_comparison(runs: "pd.DataFrame", first: str, second: str) -> dict:
     """Paired comparison of two configurations over the images they were both tested on (same seed and
-    fold): mean per-image DSC difference and the Wilcoxon signed-rank test (scipy)."""
+    fold): mean per-image DSC difference and the Wilcoxon signed-rank test (scipy).
+
+    Where both configurations ran several seeds, each image's DSC is first averaged over their shared
+    seeds, so every test image counts once (the test assumes independent pairs)."""
     import numpy as np
     from scipy.stats import wilcoxon
 
     keyed = {(name, seed, fold): np.asarray(dsc) for name, seed, fold, dsc in
              runs[["configuration", "seed", "fold", "per-image DSC"]].itertuples(index=False)}
-    a, b = [], []
+    by_fold: dict = {}                       # fold -> ([first's per-image DSC per seed], [second's ...])
     for (name, seed, fold), dsc in keyed.items():
         if name == first and (second, seed, fold) in keyed:
-            a.append(dsc)
-            b.append(keyed[(second, seed, fold)])
-    if not a:
+            pair = by_fold.setdefault(fold, ([], []))
+            pair[0].append(dsc)
+            pair[1].append(keyed[(second, seed, fold)])
+    if not by_fold:
         return {"pairs": 0}
-    a, b = np.concatenate(a), np.concatenate(b)
+    a = np.concatenate([np.mean(seeds, axis=0) for seeds, _ in by_fold.values()])
+    b = np.concatenate([np.mean(seeds, axis=0) for _, seeds in by_fold.values()])
     difference = a - b
     p_value = wilcoxon(a, b).pvalue if np.any(difference != 0) else 1.0
     return {"pairs": len(a), f"mean DSC {first}": a.mean(), f"mean DSC {second}": b.mean(),
