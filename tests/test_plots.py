@@ -22,3 +22,13 @@ def test_paired_comparison_counts_each_test_image_once():
     assert result["pairs"] == 6
     assert result["mean difference"] == pytest.approx(expected)
     assert paired_comparison(runs, "x1", "x2") == {"pairs": 0}
+
+
+def test_summary_table_rows_follow_the_papers_order():
+    from ulvm.plots import load_recorded_runs, summary_table
+    from conftest import REPO
+
+    recorded = load_recorded_runs(REPO / "book" / "results" / "ph2_cv")
+    table = summary_table(recorded)
+    assert list(table.index) == ["×1", "×2", "×4", "×4 no bridge"]
+    assert table["runs"].sum() == len(recorded)

@@ -105,12 +105,14 @@ def load_recorded_runs(folder: str | os.PathLike) -> "pd.DataFrame":
 
 
 def summary_table(runs: "pd.DataFrame", metrics=("DSC", "IoU", "ACC", "SE", "SP")) -> "pd.DataFrame":
-    """Mean ± std of each pooled metric per configuration (over seeds and folds), with the run count."""
+    """Mean ± std of each pooled metric per configuration (over seeds and folds), with the run count.
+    Rows in the paper's order: ×1, ×2, ×4, then variants without the bridge."""
     grouped = runs.groupby("configuration", sort=False)
     table = grouped[list(metrics)].agg(lambda v: f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1
                                        else f"{v.mean():.4f}")
     table.insert(0, "runs", grouped.size())
-    return table
+    order = runs.drop_duplicates("configuration").sort_values(["bridge", "parallel"], ascending=[False, True])
+    return table.loc[list(order["configuration"])]
 
 
 def paired_comparison(runs: "pd.DataFrame", first: str, second: str) -> dict:
