@@ -43,8 +43,12 @@ def test_counts_errors_and_defaults():
     assert normalize_counts((5, 2, 3), 10, "x") == {"train": 5, "val": 2, "test": 3}
     with pytest.raises(DataError, match="add up to 9, but 10"):
         normalize_counts((5, 1, 3), 10, "somewhere")
+    assert normalize_counts((7, 0, 3), 10, "x") == {"train": 7, "test": 3}     # 0: no such split
+    assert normalize_counts((0, 0, 10), 10, "x") == {"test": 10}               # PH2 as a test set
     with pytest.raises(DataError, match="empty split 'val'"):
-        normalize_counts((7, 0, 3), 10, "somewhere")
+        normalize_counts({"train": 7, "val": 0, "test": 3}, 10, "somewhere")
+    with pytest.raises(DataError, match="empty split 'val'"):
+        normalize_counts((7, -1, 4), 10, "somewhere")
     with pytest.raises(DataError, match="unknown split"):
         normalize_counts({"training": 10}, 10, "somewhere")
 

@@ -20,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, default=256, help="side of the prepared images (default 256)")
     p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
     p.add_argument("--counts", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
-                   help="split sizes (default: the paper's for ISIC, all-test for PH2, 70/10/20%% for folders)")
+                   help="split sizes, 0 for no such split (default: the paper's for ISIC, all-test for PH2, "
+                        "70/10/20%% for folders)")
     p.add_argument("--folds", type=int, default=5, help="k of the extra k-fold CV splits (0: none; default 5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing prepared dataset")
     p.add_argument("--allow-soft-masks", action="store_true", help="accept masks with values other than 0/255")

@@ -32,7 +32,9 @@ DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 def normalize_counts(counts, n: int, where: str) -> dict[str, int]:
     """Counts as a {split: count} dict, from a dict, a (train, val, test) sequence or None (70/10/20).
 
-    Every named split must be non-empty and the counts must add up to the n images found.
+    In the sequence a 0 means "no such split" (how the command line says "all 200 PH2 images as test":
+    `--counts 0 0 200`); a split named in a dict must be non-empty. The counts must add up to the n
+    images found.
     """
     if counts is None:
         val, test = round(n * DEFAULT_FRACTIONS["val"]), round(n * DEFAULT_FRACTIONS["test"])
@@ -40,7 +42,7 @@ def normalize_counts(counts, n: int, where: str) -> dict[str, int]:
     elif not isinstance(counts, dict):
         if len(counts) != 3:
             raise DataError(f"{where}: counts must be (train, val, test), got {tuple(counts)}")
-        counts = dict(zip(SPLITS, counts))
+        counts = {name: count for name, count in zip(SPLITS, counts) if count != 0}
     unknown = set(counts) - set(SPLITS)
     if unknown:
         raise DataError(f"{where}: unknown split names {sorted(unknown)} (train, val, test)")
