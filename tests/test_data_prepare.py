@@ -71,6 +71,23 @@ def test_cli_prepare_records_its_command(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_the_recorded_command_reproduces_the_preparation(tmp_path, capsys):
+    """All images as test (PH2's default shape) and a non-default fold validation share survive the trip
+    through the command line the manifest records."""
+    import shlex
+
+    src = make_folder(tmp_path / "raw", 12)
+    first = tmp_path / "first"
+    prepare("folder", src, first, size=32, counts={"test": 12}, folds=2, fold_val_fraction=0.25, workers=1)
+    manifest = json.loads((first / "manifest.json").read_text())
+    words = shlex.split(manifest["command"])
+    assert words[:2] == ["ulvm", "prepare"] and "--fold-val-fraction" in words
+    words[words.index("--out") + 1] = str(tmp_path / "again")
+    assert cli_main(words[1:] + ["--workers", "1"]) == 0
+    again = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert again["split"] == manifest["split"] and again["folds"] == manifest["folds"]
+
+
 def test_folds_and_paper_split_views(tmp_path):
     src = make_folder(tmp_path / "raw", 20)
     data = load_prepared(prepare("folder", src, tmp_path / "p", size=32, folds=4, workers=1))

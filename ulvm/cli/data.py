@@ -1,6 +1,8 @@
 """`ulvm download` and `ulvm prepare`: getting a dataset and preparing it (argument parsing only)."""
 from __future__ import annotations
 
+from ..data.splits import DEFAULT_FOLD_VAL_FRACTION
+
 
 def register(sub) -> None:
     p = sub.add_parser("download", help="download and safely extract ISIC 2017 / ISIC 2018 (resumable), "
@@ -23,6 +25,9 @@ def register(sub) -> None:
                    help="split sizes, 0 for no such split (default: the paper's for ISIC, all-test for PH2, "
                         "70/10/20%% for folders)")
     p.add_argument("--folds", type=int, default=5, help="k of the extra k-fold CV splits (0: none; default 5)")
+    p.add_argument("--fold-val-fraction", type=float, default=DEFAULT_FOLD_VAL_FRACTION,
+                   help="share of each fold's non-test images held out for model selection "
+                        f"(default {DEFAULT_FOLD_VAL_FRACTION})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing prepared dataset")
     p.add_argument("--allow-soft-masks", action="store_true", help="accept masks with values other than 0/255")
     p.add_argument("--mask-suffix", default=None,
@@ -53,8 +58,9 @@ def _prepare(args) -> int:
 
     start = time.perf_counter()
     out = prepare(args.kind, args.src, args.out, size=args.size, seed=args.seed, counts=args.counts,
-                  folds=args.folds, overwrite=args.overwrite, allow_soft_masks=args.allow_soft_masks,
-                  mask_suffix=args.mask_suffix, check_inverted=args.check_inverted, workers=args.workers)
+                  folds=args.folds, fold_val_fraction=args.fold_val_fraction, overwrite=args.overwrite,
+                  allow_soft_masks=args.allow_soft_masks, mask_suffix=args.mask_suffix,
+                  check_inverted=args.check_inverted, workers=args.workers)
     seconds = time.perf_counter() - start
     prepared = load_prepared(out)
     splits = ", ".join(f"{name} {len(prepared.indices(name))}" for name in prepared.split_names())

@@ -37,7 +37,7 @@ from ..errors import DataError
 from ..io import atomic_directory, atomic_write_bytes, json_dumps
 from .checks import file_sha256, read_image, read_mask
 from .layouts import RawSample, raw_samples
-from .splits import PAPER_COUNTS, SPLITS, kfold_splits, normalize_counts, seeded_split
+from .splits import DEFAULT_FOLD_VAL_FRACTION, PAPER_COUNTS, SPLITS, kfold_splits, normalize_counts, seeded_split
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,13 @@ def _prepare_sample(sample: RawSample, *, src: Path, out: Path, size: int, allow
     }
 
 
-def _command(kind, src, out, size, seed, counts, folds, allow_soft_masks, mask_suffix, check_inverted) -> str:
+def _command(kind, src, out, size, seed, counts, folds, fold_val_fraction, allow_soft_masks, mask_suffix,
+             check_inverted) -> str:
     """The `ulvm prepare` command line that reproduces this preparation."""
     words = ["ulvm", "prepare", kind, "--src", str(src), "--out", str(out), "--size", str(size),
              "--seed", str(seed), "--folds", str(folds)]
+    if fold_val_fraction != DEFAULT_FOLD_VAL_FRACTION:
+        words += ["--fold-val-fraction", str(fold_val_fraction)]
     if counts is not None:
         words += ["--counts", *(str(counts.get(name, 0)) for name in SPLITS)]
     if allow_soft_masks:
@@ -118,7 +121,7 @@ def _default_counts(kind: str, n: int, where: str) -> dict[str, int] | None:
 def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: int = 256, seed: int = 42,
             counts=None, folds: int = 5, overwrite: bool = False, allow_soft_masks: bool = False,
             mask_suffix: str | None = None, check_inverted: bool | None = None,
-            fold_val_fraction: float = 0.1, workers: int | None = None) -> Path:
+            fold_val_fraction: float = DEFAULT_FOLD_VAL_FRACTION, workers: int | None = None) -> Path:
     """Prepare a raw dataset of `kind` ("isic2017", "isic2018", "ph2", "folder") from `src` into `out`.
 
     counts: {split: n} or (train, val, test); default: the paper's counts (ISIC), all images as test
@@ -139,8 +142,8 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
                                     len(ids), str(src))
     split = seeded_split(ids, split_counts, seed)
     explicit_counts = split_counts if counts is not None else None
-    command = _command(kind, src_given, out_given, size, seed, explicit_counts, folds, allow_soft_masks,
-                       mask_suffix, check_inverted)
+    command = _command(kind, src_given, out_given, size, seed, explicit_counts, folds, fold_val_fraction,
+                       allow_soft_masks, mask_suffix, check_inverted)
     if check_inverted is None:
         check_inverted = kind == "folder"
     notes = []

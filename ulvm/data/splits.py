@@ -88,8 +88,11 @@ def stratified_sample(ids: Sequence[str], label_of: dict, n: int, rng: np.random
     return sorted(chosen)
 
 
+DEFAULT_FOLD_VAL_FRACTION = 0.1   # of each fold's non-test images, held out to select the model
+
+
 def kfold_splits(ids: Sequence[str], labels: Sequence[str | None] | None, folds: int, seed: int,
-                 val_fraction: float = 0.1) -> list[dict[str, list[str]]]:
+                 val_fraction: float = DEFAULT_FOLD_VAL_FRACTION) -> list[dict[str, list[str]]]:
     """k folds, stratified by `labels` (None: unstratified). Fold k tests on part k; its validation part
     (`val_fraction` of the rest, stratified too) is carved from the rest, the remainder trains. Each
     class is shuffled and dealt to the folds in turn, continuing from class to class, so fold sizes differ
