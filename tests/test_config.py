@@ -44,6 +44,10 @@ def test_yaml_round_trip(tmp_path):
     ("epochs: [1\n", "not valid YAML"),
     ("c_list: [8, 16.5, 24, 32, 48, 64]\n", "must be a list of integers"),
     ("betas: [0.9, yes]\n", "must be a list of numbers"),
+    ("backend: fast\n", "backend='fast' must be one of"),
+    ("eps: 0\n", "eps=0.0 must be > 0"),
+    ("betas: [0.9, 1.5]\n", "in [0, 1)"),
+    ("dice_weight: -1\n", "dice_weight and dice_smooth must be >= 0"),
 ])
 def test_bad_yaml_names_the_file_and_the_problem(tmp_path, text, message):
     path = tmp_path / "bad.yaml"

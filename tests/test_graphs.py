@@ -88,23 +88,12 @@ def test_graphed_training_step_follows_the_eager_one(backend):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_graphed_run_interrupted_and_resumed_follows_an_uninterrupted_one(tmp_path, monkeypatch):
     """The graph is re-recorded after a resume, on the optimizer state loaded from last.pt."""
-    from test_train import tiny_config, write_tiny_prepared
-
-    import ulvm.train
+    from test_train import interrupted_fit, tiny_config, write_tiny_prepared
 
     data = write_tiny_prepared(tmp_path / "data")
     config = tiny_config(backend="triton", augment="none", input_size=64)   # L >= 4 in every PVM layer
     clean = fit(config, data, tmp_path / "clean", device="cuda", progress=False)
-    real_write_log = ulvm.train.write_log
-
-    def stop_after_epoch_2(path, history):
-        real_write_log(path, history)
-        if len(history) == 2:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(ulvm.train, "write_log", stop_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(config, data, tmp_path / "cut", device="cuda", progress=False)
-    monkeypatch.undo()
+    interrupted_fit(config, data, tmp_path / "cut", monkeypatch, after_epochs=2, device="cuda")
     resumed = fit(config, data, tmp_path / "cut", device="cuda", progress=False)
     assert resumed.resumed_from_epoch == 2
     for row, clean_row in zip(resumed.history, clean.history):

@@ -53,6 +53,30 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_tiny_prepared(tmp_path_factory.mktemp("tiny"))
 
 
+def interrupted_fit(config, data, out_dir, monkeypatch, after_epochs: int, device: str = "cpu") -> None:
+    """Run `fit` and stop it (KeyboardInterrupt) right after epoch `after_epochs` was checkpointed."""
+    real_write_log = ulvm.train.write_log
+
+    def write_log_then_stop(path, history):
+        real_write_log(path, history)
+        if len(history) == after_epochs:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(ulvm.train, "write_log", write_log_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data, out_dir, device=device, progress=False)
+    monkeypatch.undo()
+
+
+def test_resume_on_another_kind_of_device_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    interrupted_fit(tiny_config(), tiny_data, run, monkeypatch, after_epochs=1)
+    checkpoint = read_checkpoint(run / "last.pt")
+    checkpoint["rng"]["generators"]["batch_augment"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA Philox state
+    torch.save(checkpoint, run / "last.pt")
+    with pytest.raises(RunError, match=r"last.pt: cannot continue this run's random streams on cpu .*trained on"):
+        fit(tiny_config(), tiny_data, run, device="cpu", progress=False)
+
+
 def _weights(path):
     return read_checkpoint(path)["model"]
 

@@ -24,6 +24,7 @@ import yaml
 
 from .errors import UlvmError
 from .io import atomic_write_text
+from .ssm.scan import BACKENDS
 
 AUGMENT_MODES = ("auto", "paper", "batch", "none")
 SPLIT_ATT_MODES = ("fc", "conv")
@@ -95,6 +96,8 @@ class Config:
             problems.append(f"split_att={self.split_att!r} must be one of {SPLIT_ATT_MODES}")
         if self.augment not in AUGMENT_MODES:
             problems.append(f"augment={self.augment!r} must be one of {AUGMENT_MODES}")
+        if self.backend not in ("auto",) + BACKENDS:
+            problems.append(f"backend={self.backend!r} must be one of {('auto',) + BACKENDS}")
         for name in ("epochs", "batch_size", "t_max", "eval_batch_size", "num_classes", "input_channels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
@@ -106,6 +109,11 @@ class Config:
             problems.append(f"betas={self.betas} must be two numbers")
         if self.lr <= 0 or self.eta_min < 0:
             problems.append(f"lr={self.lr} must be > 0 and eta_min={self.eta_min} >= 0")
+        if self.eps <= 0 or self.weight_decay < 0 or not all(0 <= beta < 1 for beta in self.betas):
+            problems.append(f"eps={self.eps} must be > 0, weight_decay={self.weight_decay} >= 0 and "
+                            f"betas={self.betas} in [0, 1)")
+        if min(self.bce_weight, self.dice_weight, self.dice_smooth) < 0:
+            problems.append("bce_weight, dice_weight and dice_smooth must be >= 0")
         if problems:
             raise UlvmError("invalid config: " + "; ".join(problems))
 

@@ -307,7 +307,11 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
         scheduler.load_state_dict(checkpoint["scheduler"])
         if scaler is not None and "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
-        restore_rng_states(checkpoint["rng"], batcher.generators())
+        try:
+            restore_rng_states(checkpoint["rng"], batcher.generators())
+        except RuntimeError as error:      # e.g. a CUDA generator's state given to a CPU generator
+            raise RunError(f"{run_dir / 'last.pt'}: cannot continue this run's random streams on {device} "
+                           f"({error}); resume it on the kind of device it was trained on") from error
         history, best, start_epoch = list(checkpoint["history"]), dict(checkpoint["best"]), checkpoint["epoch"]
         log.info("%s: resuming after epoch %d of %d", run_dir, start_epoch, config.epochs)
 
