@@ -9,7 +9,7 @@ channel d) row and walks along L in chunks of BLOCK_L steps; inside a chunk the 
 is solved for all N states and BLOCK_L steps at once with `tl.associative_scan` over the pairs
 (Ā_t, B̄_t u_t), and the state at the chunk's end is carried into the next chunk. Everything between the
 raw Δ and the gated output (bias, softplus, discretisation, C_t h_t, D u_t, silu(z)) happens in registers:
-one kernel where the pure-PyTorch backends launch ~40. Twin of mamba-ssm's `selective_scan_fwd_kernel` /
+one kernel where the pure-PyTorch parallel scan runs ~180 ops. Twin of mamba-ssm's `selective_scan_fwd_kernel` /
 `selective_scan_bwd_kernel` (csrc/selective_scan), which also carry chunk states and recompute h in the
 backward; theirs runs 32-128 threads along L per row, these run one row per program with L in registers.
 """
