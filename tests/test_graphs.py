@@ -18,13 +18,18 @@ def _batches(device, n=3, batch=2, size=64):
              (torch.rand(batch, 1, size, size, generator=g) > 0.5).float().to(device)) for _ in range(n)]
 
 
+def _twins(backend="parallel", device="cpu", config=Config(), capturable=False):
+    """A model and its identical twin, each with the paper's optimizer and scheduler (the first one
+    capturable when asked): (model, optimizer, scheduler), (twin, optimizer, scheduler)."""
+    torch.manual_seed(0)
+    model = UltraLightVMUNet(backend=backend).to(device)
+    twin = copy.deepcopy(model)
+    return (model, *build_optimizer(model, config, capturable=capturable)), (twin, *build_optimizer(twin, config))
+
+
 def test_warm_up_steps_inside_the_block_leave_no_trace():
     """Steps taken inside `training_state_restored` (as graph warm-up) change nothing that follows."""
-    torch.manual_seed(0)
-    model = UltraLightVMUNet(backend="parallel")
-    twin = copy.deepcopy(model)
-    optimizer, _ = build_optimizer(model, Config())
-    twin_optimizer, _ = build_optimizer(twin, Config())
+    (model, optimizer, _), (twin, twin_optimizer, _) = _twins()
     batches = _batches("cpu")
     with training_state_restored(model, optimizer):
         for images, masks in batches:
@@ -39,11 +44,7 @@ def test_warm_up_steps_inside_the_block_leave_no_trace():
 
 def test_a_checkpointed_optimizer_state_takes_this_runs_mode():
     """State saved by a graphed run (tensor lr, capturable) resumes eagerly, and stays equal to eager state."""
-    torch.manual_seed(0)
-    model = UltraLightVMUNet(backend="parallel")
-    twin = copy.deepcopy(model)
-    optimizer, _ = build_optimizer(model, Config())
-    twin_optimizer, _ = build_optimizer(twin, Config())
+    (model, optimizer, _), (twin, twin_optimizer, _) = _twins()
     batches = _batches("cpu", n=2)
     for opt, net in ((optimizer, model), (twin_optimizer, twin)):
         train_step(net, opt, *batches[0], WEIGHTS)
@@ -64,12 +65,9 @@ def test_a_checkpointed_optimizer_state_takes_this_runs_mode():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("backend", ["parallel", "triton"])
 def test_graphed_training_step_follows_the_eager_one(backend):
-    torch.manual_seed(0)
-    model = UltraLightVMUNet(backend=backend).cuda()
-    twin = copy.deepcopy(model)
-    config = Config(lr=1e-2)          # large steps: a wrong update would show
-    optimizer, scheduler = build_optimizer(model, config, capturable=True)
-    twin_optimizer, twin_scheduler = build_optimizer(twin, config)
+    # lr 1e-2: large steps, a wrong update would show
+    (model, optimizer, scheduler), (twin, twin_optimizer, twin_scheduler) = _twins(
+        backend, "cuda", Config(lr=1e-2), capturable=True)
     batches = _batches("cuda")
     step = GraphedTrainStep(lambda x, y: train_step(model, optimizer, x, y, WEIGHTS, keep_grad_tensors=True),
                             model, optimizer, *batches[0])
