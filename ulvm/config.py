@@ -59,7 +59,8 @@ class Config:
     eta_min: float = 1e-5
     amp: bool = False                # mixed precision on CUDA (the paper trains in fp32)
     cuda_graph: bool = True          # on CUDA, replay full-batch training steps as a CUDA graph
-                                     # (ulvm.graphs; same maths, ~1,000 launches become one; not with amp)
+                                     # (ulvm.graphs; same maths, ~1,000 launches become one; not with
+                                     # amp or with mamba-ssm's kernels, backend "cuda")
 
     # --- loss: bce_weight * BCE + dice_weight * (1 - mean over the batch of per-image Dice) ---------
     bce_weight: float = 1.0

@@ -239,6 +239,20 @@ class _Batcher:
             yield images, masks
 
 
+def _graphable(config: Config, device: torch.device) -> bool:
+    """Whether the training step may be recorded as a CUDA graph; says why not when it may not."""
+    from .ssm import resolve_backend
+
+    if config.amp:
+        log.warning("cuda_graph is not used with amp=True: the gradient scaler decides on the host")
+        return False
+    if resolve_backend(config.backend, torch.empty(0, device=device)) == "cuda":
+        log.warning("cuda_graph is not used with mamba-ssm's kernels (backend 'cuda'): not tested under "
+                    "graph capture here; training eagerly")
+        return False
+    return True
+
+
 # --- finished runs (the run folder itself: ulvm.runs) ---------------------------------------------------
 
 def finished_run(config: Config, data, out_dir: str | Path) -> TrainResult | None:
@@ -290,9 +304,7 @@ def fit(config: Config, data, out_dir: str | Path, *, device: str = "auto", resu
     seed_everything(config.seed)
     model = build_model(config).to(device)
     scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
-    graphed = config.cuda_graph and device.type == "cuda" and scaler is None
-    if config.cuda_graph and config.amp and device.type == "cuda":
-        log.warning("cuda_graph is not used with amp=True: the gradient scaler decides on the host")
+    graphed = config.cuda_graph and device.type == "cuda" and _graphable(config, device)
     optimizer, scheduler = build_optimizer(model, config, capturable=graphed)
     weights = loss_weights(config)
     step_graph = None          # recorded at the first full batch (after a resume: with the loaded state)
