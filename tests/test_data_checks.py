@@ -127,8 +127,8 @@ def test_grayscale_and_rgba_images_are_converted_and_logged(raw, tmp_path, caplo
 
 
 def test_empty_split_and_empty_folder(raw, tmp_path):
-    with pytest.raises(DataError, match="empty split 'val'"):
-        prepare("folder", raw, tmp_path / "out", size=32, counts=(8, 0, 2), workers=1)
+    with pytest.raises(DataError, match="empty split 'val'"):   # named, but empty ((8, 0, 2) means: no val)
+        prepare("folder", raw, tmp_path / "out", size=32, counts={"train": 8, "val": 0, "test": 2}, workers=1)
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)
     (empty / "masks").mkdir()
