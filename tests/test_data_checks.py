@@ -156,3 +156,17 @@ def test_mask_suffix_detection_and_mismatch(tmp_path):
     with pytest.raises(DataError, match="no mask name matches an image name"):
         prepare_small(odd, tmp_path / "out2")
     prepare_small(odd, tmp_path / "out3", mask_suffix="-label")
+
+
+def test_several_ph2_tables_must_agree(tmp_path):
+    from ulvm.data.layouts import _ph2_diagnoses_below
+
+    header = "|| Name || Histological Diagnosis || Clinical Diagnosis ||\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "PH2_dataset.txt").write_text(header + "|| IMD002 || || 1 ||\n")
+    (tmp_path / "b" / "PH2_dataset.txt").write_text(header + "|| IMD002 || || 1 ||\n")
+    assert _ph2_diagnoses_below(tmp_path) == {"IMD002": "atypical nevus"}       # copies that agree: fine
+    (tmp_path / "b" / "PH2_dataset.txt").write_text(header + "|| IMD002 || || 2 ||\n")
+    with pytest.raises(DataError, match=r"b/PH2_dataset.txt: its diagnoses differ from those of .*a/PH2_dataset"):
+        _ph2_diagnoses_below(tmp_path)

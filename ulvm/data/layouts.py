@@ -113,8 +113,14 @@ def parse_ph2_diagnoses(path: str | Path) -> dict[str, str]:
 
 
 def _ph2_diagnoses_below(src: Path) -> dict[str, str]:
+    """The diagnoses of the PH2_dataset.txt below `src`; several copies must agree."""
     tables = _files(src, "PH2_dataset.txt")
-    return parse_ph2_diagnoses(tables[0]) if tables else {}
+    parsed = [parse_ph2_diagnoses(table) for table in tables]
+    for table, diagnoses in zip(tables[1:], parsed[1:]):
+        if diagnoses != parsed[0]:
+            raise DataError(f"{table}: its diagnoses differ from those of {tables[0]}; keep one "
+                            f"PH2_dataset.txt below {src}")
+    return parsed[0] if parsed else {}
 
 
 def ph2_samples(src: str | Path) -> list[RawSample]:
