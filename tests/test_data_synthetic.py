@@ -48,6 +48,31 @@ def test_default_dataset_is_prepared_once(tmp_path, monkeypatch):
         f"--size 256 --seed 42 --folds 5 --counts 12 2 6")
 
 
+def test_default_dataset_built_once_by_concurrent_processes(tmp_path, monkeypatch):
+    """Two processes asking for the default data at the same moment: one builds it, the other waits."""
+    import multiprocessing
+
+    monkeypatch.setattr(synthetic, "DEFAULT_COUNT", 20)   # forked children inherit the small set
+    monkeypatch.setattr(synthetic, "DEFAULT_COUNTS", {"train": 12, "val": 2, "test": 6})
+    calls, real_generate = tmp_path / "generate_calls", synthetic.generate
+
+    def counted_generate(*args, **kwargs):
+        with open(calls, "a") as log:
+            log.write("generate\n")
+        return real_generate(*args, **kwargs)
+    monkeypatch.setattr(synthetic, "generate", counted_generate)
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=default_dataset, args=(tmp_path,)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    assert [process.exitcode for process in processes] == [0, 0]
+    assert calls.read_text().splitlines() == ["generate"]          # built once; the other process waited
+    assert len(load_prepared(tmp_path / "prepared" / "synthetic").ids) == 20
+    assert not [p.name for p in (tmp_path / "prepared").iterdir() if p.name.endswith(".tmp")]
+
+
 @pytest.mark.slow
 def test_default_dataset_full_size(tmp_path):
     data = load_prepared(default_dataset(tmp_path))

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import DataError
-from ..io import atomic_directory, atomic_write_bytes
+from ..io import atomic_directory, atomic_write_bytes, exclusive
 from .prepare import png_bytes, prepare
 
 DEFAULT_COUNT = 200
@@ -145,8 +145,9 @@ def default_dataset(root: str | os.PathLike = "data") -> Path:
     """
     root = Path(root)
     prepared, raw = root / "prepared" / "synthetic", root / "raw" / "synthetic"
-    if (prepared / "manifest.json").is_file():
-        return prepared
-    if not (raw / "images").is_dir():
-        generate(raw, DEFAULT_COUNT, seed=0, overwrite=raw.exists())
-    return prepare("folder", raw, prepared, counts=DEFAULT_COUNTS, overwrite=prepared.exists())
+    with exclusive(root / "prepared" / ".synthetic.lock"):   # two notebooks at once: one builds, one waits
+        if (prepared / "manifest.json").is_file():
+            return prepared
+        if not (raw / "images").is_dir():
+            generate(raw, DEFAULT_COUNT, seed=0, overwrite=raw.exists())
+        return prepare("folder", raw, prepared, counts=DEFAULT_COUNTS, overwrite=prepared.exists())
