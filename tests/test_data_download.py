@@ -59,6 +59,18 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+@pytest.fixture(autouse=True)
+def pauses(monkeypatch):
+    """The pauses `fetch` takes between attempts, recorded instead of slept."""
+    import importlib
+    import types
+
+    taken = []   # (ulvm.data.download the module; ulvm.data.download the attribute is the function)
+    monkeypatch.setattr(importlib.import_module("ulvm.data.download"), "time",
+                        types.SimpleNamespace(sleep=taken.append))
+    return taken
+
+
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -124,12 +136,13 @@ def test_wrong_size_and_wrong_checksum_are_errors(server, tmp_path):
     assert not list(tmp_path.iterdir())  # neither the file nor a bad partial is kept
 
 
-def test_connection_that_keeps_dropping_fails_but_keeps_the_partial(server, tmp_path):
+def test_connection_that_keeps_dropping_fails_but_keeps_the_partial(server, tmp_path, pauses):
     server.files["/a.bin"] = PAYLOAD
     server.always_drop, server.drop_first_after = True, 10_000
     with pytest.raises(DataError, match="failed after 3 attempts.*run the command again to resume"):
         fetch(f"{server.url}/a.bin", tmp_path / "a.bin", attempts=3, progress=False)
     assert (tmp_path / "a.bin.part").stat().st_size == 30_000  # 3 x 10 kB, kept for the next run
+    assert pauses == [2.0, 4.0]                                 # between attempts, doubling; none after the last
     server.always_drop = False
     fetch(f"{server.url}/a.bin", tmp_path / "a.bin", progress=False)
     assert (tmp_path / "a.bin").read_bytes() == PAYLOAD

@@ -23,6 +23,7 @@ import re
 import socket
 import stat
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -84,11 +85,12 @@ def _content_range_total(header: str | None, offset: int, url: str) -> int | Non
 
 def fetch(url: str, dest: str | os.PathLike, *, expected_size: int | None = None,
           expected_sha256: str | None = None, attempts: int = 5, timeout: float = 60,
-          progress: bool = True) -> dict:
+          progress: bool = True, retry_pause: float = 2.0) -> dict:
     """Download `url` to `dest`, resuming `dest.part` if present. Returns {"url", "size", "sha256"}.
 
-    A dropped connection is retried (resuming) up to `attempts` times. A wrong size or checksum is a
-    DataError; the bad partial file is removed so that the next call starts afresh.
+    A dropped connection is retried (resuming) up to `attempts` times, after a pause that doubles from
+    `retry_pause` seconds (at most 60 s): a busy server gets time to recover. A wrong size or checksum
+    is a DataError; the bad partial file is removed so that the next call starts afresh.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -131,6 +133,7 @@ def fetch(url: str, dest: str | os.PathLike, *, expected_size: int | None = None
             if attempt == attempts:
                 raise DataError(f"{url}: download failed after {attempts} attempts ({error}); run the "
                                 f"command again to resume from {have} bytes") from None
+            time.sleep(min(retry_pause * 2 ** (attempt - 1), 60.0))
     size = part.stat().st_size
     for wanted, what in ((total, "the server announced"), (expected_size, "expected")):
         if wanted is not None and size != wanted:
