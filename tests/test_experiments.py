@@ -1,18 +1,30 @@
-"""The PH2 cross-validation grid and the per-run records the book renders."""
+"""The book's grids and the per-run records it renders."""
 import json
 
 import pytest
 
 from ulvm.errors import RunError
-from ulvm.experiments import Job, ph2_grid, record_run
+from ulvm.experiments import Job, grid_jobs, isic2017_grid, ph2_grid, record_run, record_runs
 
 
-def test_grid_covers_the_issue_most_important_first():
+def test_ph2_grid_covers_the_issue_most_important_first():
     grid = ph2_grid()
     assert len(grid) == len({job.name for job in grid}) == 30
     assert [job.parallel for job in grid[:10]] == [4] * 5 + [1] * 5            # x4 and x1 first
     assert sum(job.parallel == 4 and job.bridge for job in grid) == 15        # x4: 3 seeds x 5 folds
     assert {(j.parallel, j.bridge) for j in grid} == {(4, True), (1, True), (2, True), (4, False)}
+
+
+def test_isic2017_grid_is_the_issue_grid():
+    grid = isic2017_grid()
+    assert len(grid) == len({job.name for job in grid}) == 14
+    assert [job.name for job in grid[:5]] == [f"p4_b1_s{s}" for s in range(42, 47)]
+    assert all(job.fold is None for job in grid)
+    seeds = {(j.parallel, j.bridge): {x.seed for x in grid if (x.parallel, x.bridge) == (j.parallel, j.bridge)}
+             for j in grid}
+    assert seeds[(1, True)] == seeds[(2, True)] == seeds[(4, False)] == {42, 43, 44}
+    with pytest.raises(RunError, match="unknown grid 'nope'; known: ph2-cv, isic2017"):
+        grid_jobs("nope")
 
 
 def test_job_command_is_a_paper_protocol_train(tmp_path):
@@ -22,21 +34,61 @@ def test_job_command_is_a_paper_protocol_train(tmp_path):
     for piece in ("--profile paper", "--fold 3", "--seed 43", "--parallel 4", "--no-bridge",
                   f"--out {tmp_path / 'runs' / 'p4_b0_f3_s43'}"):
         assert piece in joined
+    assert "--fold" not in Job(4, True, None, 42).command(tmp_path, tmp_path)
+    test = " ".join(Job(4, True, None, 42).test_command(tmp_path / "ph2", tmp_path / "runs"))
+    assert f"test --run {tmp_path / 'runs' / 'p4_b1_s42'} --data {tmp_path / 'ph2'}" in test
+
+
+def _finished_run(run, version="abc1234", data_roots=("data/ph2",)):
+    run.mkdir(parents=True)
+    for root in data_roots:
+        name = root.rsplit("/", 1)[-1]
+        (run / f"results_{name}_test.json").write_text(json.dumps(
+            {"pooled": {"dsc": 0.93}, "per_image": {"dsc": [0.9, 0.95]}, "config": {"parallel": 4},
+             "run_dir": "x", "code_version": version, "data": {"root": root}}))
+    (run / "log.csv").write_text("epoch,lr,train_loss,val_loss,val_dsc,val_iou,epoch_time_s\n"
+                                 "1,0.001,0.8,0.5,0.81,0.68,9.8\n2,0.00099,0.5,0.4,0.88,0.78,1.0\n")
+    return run
 
 
 def test_record_run_packs_results_curves_and_train_time(tmp_path):
-    run = tmp_path / "runs" / "p4_b1_f0_s42"
-    run.mkdir(parents=True)
-    (run / "results_ph2_test_fold0.json").write_text(json.dumps(
-        {"pooled": {"dsc": 0.93}, "per_image": {"dsc": [0.9, 0.95]}, "config": {"parallel": 4}, "run_dir": "x"}))
-    (run / "log.csv").write_text("epoch,lr,train_loss,val_loss,val_dsc,val_iou,epoch_time_s\n"
-                                 "1,0.001,0.8,0.5,0.81,0.68,9.8\n2,0.00099,0.5,0.4,0.88,0.78,1.0\n")
-    record = json.loads(record_run(run, tmp_path / "record", concurrent_runs=10).read_text())
+    run = _finished_run(tmp_path / "runs" / "p4_b1_f0_s42")
+    path = record_run(run / "results_ph2_test.json", tmp_path / "record", concurrent_runs=10)
+    assert path == tmp_path / "record" / "test_ph2" / "p4_b1_f0_s42.json"
+    record = json.loads(path.read_text())
     assert record["pooled"]["dsc"] == 0.93 and record["train_time_s"] == 10.8
     assert record["history"]["val_dsc"] == [0.81, 0.88] and record["concurrent_runs"] == 10
-    assert "run_dir" not in record
+    assert "run_dir" not in record and "allow_dirty" not in record
 
 
-def test_record_run_refuses_an_untested_run(tmp_path):
+def test_record_runs_writes_one_record_per_test_set(tmp_path):
+    run = _finished_run(tmp_path / "p4_b1_s42", data_roots=(".gpu/isic2017", ".gpu/ph2"))
+    paths = record_runs(run, tmp_path / "record")
+    assert sorted(p.relative_to(tmp_path / "record").as_posix() for p in paths) == [
+        "test_isic2017/p4_b1_s42.json", "test_ph2/p4_b1_s42.json"]
+
+
+@pytest.mark.parametrize("version", ["unknown", "abc1234-dirty"])
+def test_record_of_a_dirty_or_unknown_tree_needs_the_flag_and_says_so(tmp_path, version):
+    run = _finished_run(tmp_path / "run", version=version)
+    with pytest.raises(RunError, match="not a clean commit.*--allow-dirty"):
+        record_runs(run, tmp_path / "record")
+    assert not (tmp_path / "record").exists()
+    [path] = record_runs(run, tmp_path / "record", allow_dirty=True)
+    record = json.loads(path.read_text())
+    assert record["allow_dirty"] is True and record["code_version"] == version
+
+
+def test_record_runs_refuses_an_untested_run(tmp_path):
     with pytest.raises(RunError, match="no results_"):
-        record_run(tmp_path, tmp_path / "record")
+        record_runs(tmp_path, tmp_path / "record")
+
+
+def test_committed_records_name_a_clean_commit():
+    from pathlib import Path
+
+    from ulvm.version import is_clean
+    records = list((Path(__file__).resolve().parents[1] / "book" / "results").rglob("test_*/*.json"))
+    assert len(records) >= 30
+    for path in records:
+        assert is_clean(json.loads(path.read_text())["code_version"]), path

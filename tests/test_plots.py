@@ -28,7 +28,7 @@ def test_summary_table_rows_follow_the_papers_order():
     from ulvm.plots import load_recorded_runs, summary_table
     from conftest import REPO
 
-    recorded = load_recorded_runs(REPO / "book" / "results" / "ph2_cv")
+    recorded = load_recorded_runs(REPO / "book" / "results" / "ph2_cv" / "test_ph2")
     table = summary_table(recorded)
     assert list(table.index) == ["×1", "×2", "×4", "×4 no bridge"]
     assert table["runs"].sum() == len(recorded)

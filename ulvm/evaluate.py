@@ -17,7 +17,6 @@ files.
 """
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -32,25 +31,9 @@ from .io import atomic_directory, atomic_write_bytes, atomic_write_json
 from .metrics import COUNT_NAMES, GT_THRESHOLD, bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
 from .runtime import describe_machine, resolve_device
 from .train import load_data, predict, split_tensors
+from .version import code_version
 
 CI_LEVEL = 0.95
-
-
-def code_version() -> str:
-    """`git describe` of the checkout this package runs from, else the installed package version."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root,
-                                   capture_output=True, text=True, timeout=10)
-        if described.returncode == 0 and described.stdout.strip():
-            return described.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return "ulvm " + version("ulvm")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = None,

@@ -2,7 +2,7 @@
 
 Every figure a notebook shows is also written to `figures/generated/` by `save_figure`, so the batch run
 (`ulvm reproduce`) leaves the book's figures as PNG files beside the executed notebooks. Recorded
-results of real runs (e.g. `book/results/ph2_cv/*.json`, committed by whoever ran them on a GPU) are read
+results of real runs (e.g. `book/results/ph2_cv/test_ph2/*.json`, committed by whoever ran them on a GPU) are read
 by `load_recorded_runs`, which the ablation and paper-tables chapters use.
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ def read_json_folder(folder: str | os.PathLike) -> dict[str, dict]:
 
 
 def load_recorded_runs(folder: str | os.PathLike) -> "pd.DataFrame":
-    """Every `*.json` result under `folder` (e.g. `book/results/ph2_cv/`) as `runs_table` rows; an empty
+    """Every `*.json` result under `folder` (e.g. `book/results/ph2_cv/test_ph2/`) as `runs_table` rows; an empty
     table when the folder is missing or empty (the notebook then says "not recorded yet")."""
     return runs_table([{"source": name, **result} for name, result in read_json_folder(folder).items()])
 
