@@ -143,8 +143,9 @@ def test_duplicate_stems(raw, tmp_path):
 
 
 def test_missing_folders_and_unknown_kind(tmp_path):
+    (tmp_path / "src").mkdir()
     with pytest.raises(DataError, match=r"images: folder not found"):
-        prepare("folder", tmp_path, tmp_path / "out")
+        prepare("folder", tmp_path / "src", tmp_path / "out")  # (an --out inside --src is refused first)
     with pytest.raises(DataError, match="unknown dataset kind 'isic2019'"):
         prepare("isic2019", tmp_path, tmp_path / "out")
 

@@ -2,6 +2,11 @@
 
 Every file the package writes goes through here: write to a temporary name in the same folder, flush to
 disk, then `os.replace` (atomic on POSIX). Folders are built under a temporary name and renamed at the end.
+
+Replacing a folder deletes the old one, so it is only ever done to a folder ulvm made: every folder built
+by `atomic_directory` carries a small marker (`.ulvm-folder.json`) listing what ulvm put in it, and an
+existing folder is replaced only if it holds nothing else (or the caller recognises its own format, or
+it is empty). A user's folder given by mistake is refused, never deleted.
 """
 from __future__ import annotations
 
@@ -11,7 +16,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from .errors import UlvmError
+
+OWNER_MARKER = ".ulvm-folder.json"
+
+
+class NotReplaceable(UlvmError):
+    """An existing folder that ulvm did not make (or that holds files ulvm did not put there)."""
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -54,23 +67,70 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-@contextlib.contextmanager
-def atomic_directory(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `final`; rename it to `final` only if the block succeeds.
+def _tree(root: Path) -> set[str]:
+    """Every file and folder below `root`, as relative POSIX paths (folders end with '/')."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder).relative_to(root)
+        found.update(f"{(base / d).as_posix()}/" for d in dirs)
+        found.update((base / f).as_posix() for f in files)
+    return found
 
-    On any error (or Ctrl-C) the temporary folder is removed and `final` is left as it was.
+
+def made_by_ulvm(folder: str | os.PathLike) -> bool:
+    """True if `folder` was built by `atomic_directory` and holds only what ulvm put in it."""
+    folder = Path(folder)
+    try:
+        recorded = json.loads((folder / OWNER_MARKER).read_text(encoding="utf-8"))["paths"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(recorded, list) and _tree(folder) - {OWNER_MARKER} <= set(recorded)
+
+
+def check_replaceable(final: str | os.PathLike, replaceable: Callable[[Path], bool] | None = None) -> None:
+    """Raise `NotReplaceable` unless the existing `final` may be deleted and replaced.
+
+    Replaceable: an empty folder; with `replaceable` given, a folder it accepts (the caller knows its
+    own format, e.g. a prepared dataset's manifest); otherwise a folder `made_by_ulvm`. Never a file or
+    a symbolic link.
     """
     final = Path(final)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists (pass overwrite=True to replace it)")
+    if final.is_symlink() or not final.is_dir():
+        raise NotReplaceable(f"{final}: not replaced: it is {'a symbolic link' if final.is_symlink() else 'not a folder'}")
+    if not any(final.iterdir()):
+        return
+    ours = replaceable(final) if replaceable is not None else made_by_ulvm(final)
+    if not ours:
+        raise NotReplaceable(f"{final}: not replaced: ulvm did not make this folder (or it holds files ulvm "
+                             f"did not write); move it away or choose another folder")
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike, overwrite: bool = False,
+                     replaceable: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `final`; rename it to `final` only if the block succeeds.
+
+    On any error (or Ctrl-C) the temporary folder is removed and `final` is left as it was. An existing
+    `final` is an error, or with `overwrite` is replaced, but only if `check_replaceable(final,
+    replaceable)` allows it (checked before and again after the block: nothing ulvm did not make is
+    ever deleted). The new folder gets a marker listing its contents, so a later run may replace it.
+    """
+    final = Path(final)
+    if final.exists() or final.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{final} already exists (pass overwrite=True to replace it)")
+        check_replaceable(final, replaceable)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
+        atomic_write_json(tmp / OWNER_MARKER, {"made_by": "ulvm", "paths": sorted(_tree(tmp))})
+        if final.exists() or final.is_symlink():
+            if not overwrite:
+                raise FileExistsError(f"{final} already exists (pass overwrite=True to replace it)")
+            check_replaceable(final, replaceable)  # again: it may have changed while the block ran
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old)  # onto the fresh empty folder: never onto a name someone else owns
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -14,6 +14,8 @@ a SHA-256 of the prepared pixels, and the exact command. Lossless PNG keeps it c
 images take ~20 MB) and readable by any image viewer. The same inputs and seed give a byte-identical
 manifest on any machine (no dates, no absolute paths the user did not type, no library versions).
 The folder is built under a temporary name and renamed at the end: a failure leaves nothing behind.
+`--overwrite` only ever replaces a prepared dataset (its manifest and nothing but its images and masks),
+never a folder of yours, and `--out` may not be, hold or lie inside `--src`.
 The book explains all this in `notebooks/04_data.ipynb`.
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from ..io import atomic_directory, atomic_write_bytes, json_dumps
+from ..io import OWNER_MARKER, atomic_directory, atomic_write_bytes, json_dumps
 from .checks import file_sha256, read_image, read_mask
 from .layouts import RawSample, raw_samples
 from .splits import DEFAULT_FOLD_VAL_FRACTION, PAPER_COUNTS, SPLITS, kfold_splits, normalize_counts, seeded_split
@@ -106,6 +108,50 @@ def _command(kind, src, out, size, seed, counts, folds, fold_val_fraction, allow
     return shlex.join(words)
 
 
+MANIFEST_FIELDS = ("ids", "size", "samples", "split", "folds")
+
+
+def is_prepared_dataset(folder: Path) -> bool:
+    """True if `folder` is a prepared dataset made by `ulvm prepare` and holds nothing else.
+
+    Its manifest has our `format` (every manifest ulvm ever wrote has it) and the prepared layout's
+    fields, and besides it there are only `images/` and `masks/` holding `<id>.png` of the manifest's ids
+    (and the marker `ulvm.io` adds). This is what `--overwrite` may delete; anything else is refused.
+    """
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(manifest, dict) and manifest.get("format") == FORMAT
+            and all(key in manifest for key in MANIFEST_FIELDS) and isinstance(manifest["ids"], list)):
+        return False
+    pngs = {f"{key}.png" for key in manifest["ids"] if isinstance(key, str)}
+    for entry in folder.iterdir():
+        if entry.name in ("manifest.json", OWNER_MARKER) and entry.is_file() and not entry.is_symlink():
+            continue
+        if entry.name not in ("images", "masks") or entry.is_symlink() or not entry.is_dir():
+            return False
+        if any(f.name not in pngs or f.is_symlink() or not f.is_file() for f in entry.iterdir()):
+            return False
+    return True
+
+
+def _check_out(src: Path, out: Path, overwrite: bool) -> None:
+    """Refuse an `out` that overlaps `src`, or that exists and may not be replaced (before any work)."""
+    s, o = src.resolve(), out.resolve()
+    if o == s or s in o.parents or o in s.parents:
+        relation = "is" if o == s else ("lies inside" if s in o.parents else "contains")
+        raise DataError(f"--out {out} {relation} --src {src}: the prepared dataset must go to a folder "
+                        f"of its own, apart from the raw data (e.g. data/prepared/NAME)")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise DataError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
+        if out.is_symlink() or not out.is_dir() or (any(out.iterdir()) and not is_prepared_dataset(out)):
+            raise DataError(f"{out}: not replaced: it is not a prepared dataset made by `ulvm prepare` (no "
+                            f"{FORMAT} manifest, or it holds other files); --overwrite only replaces a "
+                            f"prepared dataset. Move it away or choose another --out")
+
+
 def _default_counts(kind: str, n: int, where: str) -> dict[str, int] | None:
     if kind == "ph2":
         return {"test": n}  # the paper's external validation: every PH2 image is a test image
@@ -132,8 +178,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
     if kind not in KINDS:
         raise DataError(f"unknown dataset kind {kind!r} ({', '.join(KINDS)})")
     src_given, out_given, src, out = src, out, Path(src), Path(out)
-    if out.exists() and not overwrite:
-        raise DataError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
+    _check_out(src, out, overwrite)
     if size <= 0 or size % 32:
         raise DataError(f"size {size} must be a positive multiple of 32 (the U-Net halves it five times)")
     samples = raw_samples(kind, src, mask_suffix)
@@ -159,7 +204,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
                    check_inverted=check_inverted)
     workers = workers or min(len(samples), os.cpu_count() or 1, 8)
     try:
-        with atomic_directory(out, overwrite=overwrite) as tmp:
+        with atomic_directory(out, overwrite=overwrite, replaceable=is_prepared_dataset) as tmp:
             work = partial(work, out=tmp)
             progress = dict(total=len(samples), desc=f"prepare {kind}", unit="img", leave=False)
             if workers > 1:
@@ -283,7 +328,7 @@ def load_prepared(root: str | os.PathLike, verify: bool = True) -> PreparedDatas
         raise DataError(f"{manifest_path}: not valid JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{manifest_path}: not a {FORMAT} manifest")
-    missing = [key for key in ("ids", "size", "samples", "split", "folds") if key not in manifest]
+    missing = [key for key in MANIFEST_FIELDS if key not in manifest]
     if missing:
         raise DataError(f"{manifest_path}: manifest lacks {', '.join(missing)} (prepare the dataset again)")
     ids = manifest["ids"]
