@@ -247,3 +247,34 @@ def test_16bit_soft_mask_follows_the_8bit_rules(raw, tmp_path):
     read, notes = read_mask(raw / "masks" / "case004.png", (40, 30), allow_soft=True)
     assert read[5, 5] >= 128 > read[5, 6] and set(np.unique(read)) == {0, 78, 156, 255}
     assert "16-bit mask scaled to 8 bits by the full scale" in notes[0]
+
+
+def test_empty_masks_and_small_images_are_listed_and_warned(tmp_path, caplog):
+    raw = make_folder(tmp_path / "raw", 10, size=(64, 48))
+    Image.new("L", (64, 48)).save(raw / "masks" / "case002.png")                  # all black: no lesion
+    image, mask = (Image.open(raw / kind / "case006.png").resize((10, 10)) for kind in ("images", "masks"))
+    image.save(raw / "images" / "case006.png")
+    mask.point(lambda v: 255 if v >= 128 else 0).save(raw / "masks" / "case006.png")
+    with caplog.at_level(logging.WARNING):
+        out = prepare_small(raw, tmp_path / "out")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["empty_masks"] == ["case002"] and manifest["small_images"] == ["case006"]
+    assert "1 empty masks (no lesion pixel): case002. Legitimate where a dataset has images without" in caplog.text
+    assert "1 images smaller than 32x32 are upscaled: case006" in caplog.text
+    assert manifest["samples"][2]["lesion_pixels"] == 0 and manifest["samples"][3]["lesion_pixels"] > 0
+
+
+def test_min_size_refuses_small_images_naming_the_file(tmp_path, capsys):
+    from ulvm.cli import main as cli_main
+
+    raw = make_folder(tmp_path / "raw", 10, size=(64, 48))
+    Image.open(raw / "images" / "case006.png").resize((40, 10)).save(raw / "images" / "case006.png")
+    Image.new("L", (40, 10)).save(raw / "masks" / "case006.png")
+    assert_fails_cleanly(raw, tmp_path / "out", r"case006.png: image is 40x10 pixels, its shorter side is "
+                                                 r"below --min-size 32", min_size=32)
+    out = tmp_path / "cli"
+    args = ["prepare", "folder", "--src", str(raw), "--out", str(out), "--size", "32", "--counts", "6", "2", "2",
+            "--folds", "0", "--workers", "1", "--min-size"]
+    assert cli_main(args + ["11"]) == 2 and "case006.png: image is 40x10" in capsys.readouterr().err
+    assert cli_main(args + ["10"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["command"].endswith("--min-size 10")

@@ -38,6 +38,9 @@ def register(sub) -> None:
     inverted.add_argument("--no-inverted-check", dest="check_inverted", action="store_false",
                           help="accept masks whose lesion covers the image border")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
+    p.add_argument("--min-size", type=int, default=None, metavar="PIXELS",
+                   help="refuse images whose shorter side is below PIXELS (default: accept any size; images "
+                        "smaller than --size are upscaled and listed in the manifest's small_images)")
     p.set_defaults(func=_prepare)
 
 
@@ -60,7 +63,7 @@ def _prepare(args) -> int:
     out = prepare(args.kind, args.src, args.out, size=args.size, seed=args.seed, counts=args.counts,
                   folds=args.folds, fold_val_fraction=args.fold_val_fraction, overwrite=args.overwrite,
                   allow_soft_masks=args.allow_soft_masks, mask_suffix=args.mask_suffix,
-                  check_inverted=args.check_inverted, workers=args.workers)
+                  check_inverted=args.check_inverted, workers=args.workers, min_size=args.min_size)
     seconds = time.perf_counter() - start
     prepared = load_prepared(out)
     splits = ", ".join(f"{name} {len(prepared.indices(name))}" for name in prepared.split_names())

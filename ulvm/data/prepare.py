@@ -68,9 +68,12 @@ def png_bytes(array: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> by
 
 
 def _prepare_sample(sample: RawSample, *, src: Path, out: Path, size: int, allow_soft: bool,
-                    check_inverted: bool) -> dict:
+                    check_inverted: bool, min_size: int | None = None) -> dict:
     """Read, check, resize and write one sample; return its manifest record."""
     image, notes = read_image(sample.image)
+    if min_size and min(image.shape[:2]) < min_size:
+        raise DataError(f"{sample.image}: image is {image.shape[1]}x{image.shape[0]} pixels, its shorter side "
+                        f"is below --min-size {min_size}")
     mask, mask_notes = read_mask(sample.mask, (image.shape[1], image.shape[0]), allow_soft=allow_soft,
                                  check_inverted=check_inverted)
     image_small = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
@@ -86,12 +89,13 @@ def _prepare_sample(sample: RawSample, *, src: Path, out: Path, size: int, allow
         "source_size": [image.shape[1], image.shape[0]],
         "diagnosis": sample.diagnosis,
         "pixels_sha256": pixels_sha256(image_small, mask_small),
+        "lesion_pixels": int(np.count_nonzero(mask >= 128)),  # in the source mask; 0: an empty mask
         "notes": notes + mask_notes,
     }
 
 
 def _command(kind, src, out, size, seed, counts, folds, fold_val_fraction, allow_soft_masks, mask_suffix,
-             check_inverted) -> str:
+             check_inverted, min_size) -> str:
     """The `ulvm prepare` command line that reproduces this preparation."""
     words = ["ulvm", "prepare", kind, "--src", str(src), "--out", str(out), "--size", str(size),
              "--seed", str(seed), "--folds", str(folds)]
@@ -105,6 +109,8 @@ def _command(kind, src, out, size, seed, counts, folds, fold_val_fraction, allow
         words += ["--mask-suffix", mask_suffix]
     if check_inverted is not None:
         words.append("--inverted-check" if check_inverted else "--no-inverted-check")
+    if min_size:
+        words += ["--min-size", str(min_size)]
     return shlex.join(words)
 
 
@@ -152,6 +158,29 @@ def _check_out(src: Path, out: Path, overwrite: bool) -> None:
                             f"prepared dataset. Move it away or choose another --out")
 
 
+def _listed(ids: list[str]) -> str:
+    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
+def _warn_unusual(records: list[dict], size: int) -> tuple[list[str], list[str]]:
+    """Ids of empty masks and of images smaller than `size`, each kind logged as one warning.
+
+    Both are accepted (they are not errors): some datasets rightly hold images without a lesion, and a
+    small image is upscaled like any other. But either can also be a missing annotation or a thumbnail
+    slipped in, so the manifest lists them and the log says so.
+    """
+    empty = [r["id"] for r in records if r["lesion_pixels"] == 0]
+    small = [r["id"] for r in records if min(r["source_size"]) < size]
+    if empty:
+        log.warning("%d empty masks (no lesion pixel): %s. Legitimate where a dataset has images without a "
+                    "lesion; otherwise a missing annotation (listed in the manifest's empty_masks)",
+                    len(empty), _listed(empty))
+    if small:
+        log.warning("%d images smaller than %dx%d are upscaled: %s (listed in the manifest's small_images; "
+                    "--min-size PIXELS refuses them)", len(small), size, size, _listed(small))
+    return empty, small
+
+
 def _default_counts(kind: str, n: int, where: str) -> dict[str, int] | None:
     if kind == "ph2":
         return {"test": n}  # the paper's external validation: every PH2 image is a test image
@@ -167,13 +196,16 @@ def _default_counts(kind: str, n: int, where: str) -> dict[str, int] | None:
 def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: int = 256, seed: int = 42,
             counts=None, folds: int = 5, overwrite: bool = False, allow_soft_masks: bool = False,
             mask_suffix: str | None = None, check_inverted: bool | None = None,
-            fold_val_fraction: float = DEFAULT_FOLD_VAL_FRACTION, workers: int | None = None) -> Path:
+            fold_val_fraction: float = DEFAULT_FOLD_VAL_FRACTION, workers: int | None = None,
+            min_size: int | None = None) -> Path:
     """Prepare a raw dataset of `kind` ("isic2017", "isic2018", "ph2", "folder") from `src` into `out`.
 
     counts: {split: n} or (train, val, test); default: the paper's counts (ISIC), all images as test
     (PH2), or 70/10/20% (folder). folds: k of the extra k-fold CV splits (0: none; skipped with a note
     when there are fewer than 2k images). check_inverted: reject masks that look inverted (default: on
-    for custom folders, off for the official datasets, whose convention is known). Returns `out`.
+    for custom folders, off for the official datasets, whose convention is known). min_size: refuse
+    (DataError naming the file) an image whose shorter side is below it; smaller images than `size` are
+    otherwise accepted, upscaled, and listed in the manifest's `small_images`. Returns `out`.
     """
     if kind not in KINDS:
         raise DataError(f"unknown dataset kind {kind!r} ({', '.join(KINDS)})")
@@ -181,6 +213,8 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
     _check_out(src, out, overwrite)
     if size <= 0 or size % 32:
         raise DataError(f"size {size} must be a positive multiple of 32 (the U-Net halves it five times)")
+    if min_size is not None and min_size < 1:
+        raise DataError(f"min_size {min_size} must be at least 1 pixel")
     samples = raw_samples(kind, src, mask_suffix)
     ids = [s.id for s in samples]
     split_counts = normalize_counts(counts if counts is not None else _default_counts(kind, len(ids), str(src)),
@@ -188,7 +222,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
     split = seeded_split(ids, split_counts, seed)
     explicit_counts = split_counts if counts is not None else None
     command = _command(kind, src_given, out_given, size, seed, explicit_counts, folds, fold_val_fraction,
-                       allow_soft_masks, mask_suffix, check_inverted)
+                       allow_soft_masks, mask_suffix, check_inverted, min_size)
     if check_inverted is None:
         check_inverted = kind == "folder"
     notes = []
@@ -201,7 +235,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
         fold_parts = kfold_splits(ids, labels if any(labels) else None, folds, seed, fold_val_fraction)
 
     work = partial(_prepare_sample, src=src, size=size, allow_soft=allow_soft_masks,
-                   check_inverted=check_inverted)
+                   check_inverted=check_inverted, min_size=min_size)
     workers = workers or min(len(samples), os.cpu_count() or 1, 8)
     try:
         with atomic_directory(out, overwrite=overwrite, replaceable=is_prepared_dataset) as tmp:
@@ -219,6 +253,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
             for record in records:
                 for note in record["notes"]:
                     log.info("fix-up: %s", note)
+            empty_masks, small_images = _warn_unusual(records, size)
             content = hashlib.sha256(json_dumps({
                 "pixels": [r["pixels_sha256"] for r in records], "size": size,
                 "split": split, "folds": fold_parts}).encode())
@@ -235,6 +270,8 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
                 "folds": fold_parts,
                 "fold_val_fraction": fold_val_fraction if fold_parts else None,
                 "notes": notes,
+                "empty_masks": empty_masks,
+                "small_images": small_images,
                 "content_sha256": content.hexdigest(),
             }
             atomic_write_bytes(tmp / "manifest.json", json_dumps(manifest).encode())
