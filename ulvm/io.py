@@ -7,13 +7,20 @@ Replacing a folder deletes the old one, so it is only ever done to a folder ulvm
 by `atomic_directory` carries a small marker (`.ulvm-folder.json`) listing what ulvm put in it, and an
 existing folder is replaced only if it holds nothing else (or the caller recognises its own format, or
 it is empty). A user's folder given by mistake is refused, never deleted.
+
+A temporary folder is named `.NAME.HOST.PID.XXXXXXXX.tmp` (`.old` for the one being replaced), so that
+a run killed midway (SIGKILL, power cut) leaves a folder the next run for the same target can recognise
+and remove: only one of ulvm's own names for that target, on this host, whose process is gone.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +28,10 @@ from typing import Any, Callable, Iterator
 from .errors import UlvmError
 
 OWNER_MARKER = ".ulvm-folder.json"
+# The host name as it may appear in a file name (it tells folders of other machines sharing a disk apart).
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "host"
+
+log = logging.getLogger(__name__)
 
 
 class NotReplaceable(UlvmError):
@@ -87,6 +98,46 @@ def made_by_ulvm(folder: str | os.PathLike) -> bool:
     return isinstance(recorded, list) and _tree(folder) - {OWNER_MARKER} <= set(recorded)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _temp_prefix(final: Path) -> str:
+    return f".{final.name}.{HOST}.{os.getpid()}."
+
+
+def remove_stale_temporaries(final: str | os.PathLike) -> list[Path]:
+    """Remove the temporary folders a killed run left beside `final`; return those removed.
+
+    Only names `atomic_directory` gives for this very target on this host, and only if the process named
+    in them is gone (a live one, or one of another host, may still be writing). Temporary folders of
+    older ulvm versions carry no process id: they are left, with a warning.
+    """
+    final = Path(final)
+    ours = re.compile(rf"\.{re.escape(final.name)}\.{re.escape(HOST)}\.(\d+)\.[a-z0-9_]+\.(tmp|old)")
+    older = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.tmp")
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for entry in final.parent.iterdir():
+        match = ours.fullmatch(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not pid_alive(int(match[1])):
+            shutil.rmtree(entry, ignore_errors=True)
+            log.info("removed %s, left by a killed run (process %s is gone)", entry, match[1])
+            removed.append(entry)
+        elif older.fullmatch(entry.name) and entry.is_dir():
+            log.warning("%s: perhaps left by a killed run of an older ulvm; remove it by hand if no ulvm is "
+                        "writing %s", entry, final)
+    return removed
+
+
 def check_replaceable(final: str | os.PathLike, replaceable: Callable[[Path], bool] | None = None) -> None:
     """Raise `NotReplaceable` unless the existing `final` may be deleted and replaced.
 
@@ -121,7 +172,8 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False,
             raise FileExistsError(f"{final} already exists (pass overwrite=True to replace it)")
         check_replaceable(final, replaceable)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    remove_stale_temporaries(final)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
     try:
         yield tmp
         atomic_write_json(tmp / OWNER_MARKER, {"made_by": "ulvm", "paths": sorted(_tree(tmp))})
@@ -129,7 +181,7 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False,
             if not overwrite:
                 raise FileExistsError(f"{final} already exists (pass overwrite=True to replace it)")
             check_replaceable(final, replaceable)  # again: it may have changed while the block ran
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".old", dir=final.parent))
             os.replace(final, old)  # onto the fresh empty folder: never onto a name someone else owns
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)

@@ -26,6 +26,10 @@ import json
 import logging
 import os
 import shlex
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,7 +40,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from ..io import OWNER_MARKER, atomic_directory, atomic_write_bytes, json_dumps
+from ..io import OWNER_MARKER, atomic_directory, atomic_write_bytes, json_dumps, pid_alive
 from .checks import file_sha256, read_image, read_mask
 from .layouts import RawSample, raw_samples
 from .splits import DEFAULT_FOLD_VAL_FRACTION, PAPER_COUNTS, SPLITS, kfold_splits, normalize_counts, seeded_split
@@ -92,6 +96,31 @@ def _prepare_sample(sample: RawSample, *, src: Path, out: Path, size: int, allow
         "lesion_pixels": int(np.count_nonzero(mask >= 128)),  # in the source mask; 0: an empty mask
         "notes": notes + mask_notes,
     }
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: the worker ends when the preparing process `parent` ends, however it ends.
+
+    A SIGKILLed (or OOM-killed) parent cannot tell its pool to stop, and its workers used to live on,
+    orphaned. On Linux the kernel signals the worker when its parent dies (PR_SET_PDEATHSIG; under the
+    forkserver start method the parent is the fork server, which exits with our process); elsewhere a
+    thread checks twice a second.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if not pid_alive(parent):  # it died before prctl took effect
+            os._exit(1)
+        return
+
+    def watch():
+        while pid_alive(parent):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _command(kind, src, out, size, seed, counts, folds, fold_val_fraction, allow_soft_masks, mask_suffix,
@@ -242,7 +271,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
             work = partial(work, out=tmp)
             progress = dict(total=len(samples), desc=f"prepare {kind}", unit="img", leave=False)
             if workers > 1:
-                with ProcessPoolExecutor(workers) as pool:
+                with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                     try:
                         records = list(tqdm(pool.map(work, samples, chunksize=4), **progress))
                     except BaseException:
