@@ -1,4 +1,7 @@
 """ulvm.io: atomic files and folders; a folder ulvm did not make is never deleted."""
+import os
+import stat
+
 import pytest
 
 from ulvm.io import NotReplaceable, atomic_directory, atomic_write_text, made_by_ulvm
@@ -67,3 +70,39 @@ def test_a_folder_that_appears_while_building_is_not_deleted(tmp_path):
             final.mkdir()
             (final / "b.txt").write_text("someone else's, written meanwhile")
     assert (final / "b.txt").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.fixture(params=[0o022, 0o007])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def test_files_and_folders_follow_the_umask(tmp_path, umask):
+    final = build(tmp_path / "out")
+    assert stat.S_IMODE(final.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((final / "sub").stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((final / "sub" / "file.txt").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(atomic_write_text(tmp_path / "alone.txt", "x").stat().st_mode) == 0o666 & ~umask
+
+
+def test_umask_without_proc_is_read_once_and_restored(monkeypatch, umask):
+    from ulvm import io
+
+    monkeypatch.setattr(io, "_umask_from_proc", lambda: None)
+    monkeypatch.setattr(io, "_umask_cached", None)
+    assert io.current_umask() == umask and os.umask(umask) == umask  # read, and left as it was
+    os.umask(0o077)
+    assert io.current_umask() == umask  # cached: the process-wide setting is not touched again
+    os.umask(umask)
+
+
+def test_prepared_dataset_is_readable_by_the_group(tmp_path, umask):
+    from data_trees import make_folder
+    from ulvm.data import prepare
+
+    out = prepare("folder", make_folder(tmp_path / "raw", 10), tmp_path / "out", size=32, folds=0, workers=2)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")] if p.is_file()}
+    assert modes == {0o666 & ~umask}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [out, out / "images", out / "masks"]} == {0o777 & ~umask}

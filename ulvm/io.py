@@ -11,6 +11,10 @@ it is empty). A user's folder given by mistake is refused, never deleted.
 A temporary folder is named `.NAME.HOST.PID.XXXXXXXX.tmp` (`.old` for the one being replaced), so that
 a run killed midway (SIGKILL, power cut) leaves a folder the next run for the same target can recognise
 and remove: only one of ulvm's own names for that target, on this host, whose process is gone.
+
+Files and folders get the permissions the umask asks for (0o666 / 0o777 less the umask), as with
+`open()` and `mkdir`: `tempfile` creates them private (0600 / 0700), which a lab's shared data and runs
+cannot be read through.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -32,6 +37,44 @@ OWNER_MARKER = ".ulvm-folder.json"
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "host"
 
 log = logging.getLogger(__name__)
+
+_umask_lock = threading.Lock()
+_umask_cached: int | None = None
+
+
+def _umask_from_proc() -> int | None:
+    """The umask as Linux reports it (since 4.7), read without changing it; None where unavailable."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def current_umask() -> int:
+    """The process's umask.
+
+    Elsewhere than Linux it can only be read by setting it, which is process-wide: that is done once,
+    under a lock, and cached, and the value set meanwhile is 0o077, so a file another thread creates in
+    that instant is private rather than open to all.
+    """
+    global _umask_cached
+    umask = _umask_from_proc()
+    if umask is not None:
+        return umask
+    with _umask_lock:
+        if _umask_cached is None:
+            _umask_cached = os.umask(0o077)
+            os.umask(_umask_cached)
+        return _umask_cached
+
+
+def _usual_mode(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give a file (folder) made by `tempfile` the mode `open()` (`mkdir`) would have given it."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
 
 
 class NotReplaceable(UlvmError):
@@ -47,6 +90,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _usual_mode(tmp)  # mkstemp made it 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -175,6 +219,7 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False,
     remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
     try:
+        _usual_mode(tmp, folder=True)  # mkdtemp made it 0700
         yield tmp
         atomic_write_json(tmp / OWNER_MARKER, {"made_by": "ulvm", "paths": sorted(_tree(tmp))})
         if final.exists() or final.is_symlink():
