@@ -21,10 +21,13 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="prepared dataset folder, e.g. data/prepared/ph2")
     p.add_argument("--size", type=int, default=256, help="side of the prepared images (default 256)")
     p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
-    p.add_argument("--counts", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
-                   help="split sizes, 0 for no such split (default: the paper's for ISIC, all-test for PH2, "
-                        "70/10/20%% for folders)")
-    p.add_argument("--folds", type=int, default=5, help="k of the extra k-fold CV splits (0: none; default 5)")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--counts", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
+                       help="split sizes, 0 for no such split (default: the paper's for ISIC, all-test for "
+                            "PH2, 70/10/20%% for folders)")
+    split.add_argument("--all-test", action="store_true",
+                       help="every image in the test split and no folds (an external test set)")
+    p.add_argument("--folds", type=int, default=None, help="k of the extra k-fold CV splits (0: none; default 5)")
     p.add_argument("--fold-val-fraction", type=float, default=DEFAULT_FOLD_VAL_FRACTION,
                    help="share of each fold's non-test images held out for model selection "
                         f"(default {DEFAULT_FOLD_VAL_FRACTION})")
@@ -61,7 +64,8 @@ def _prepare(args) -> int:
 
     start = time.perf_counter()
     out = prepare(args.kind, args.src, args.out, size=args.size, seed=args.seed, counts=args.counts,
-                  folds=args.folds, fold_val_fraction=args.fold_val_fraction, overwrite=args.overwrite,
+                  all_test=args.all_test, folds=args.folds, fold_val_fraction=args.fold_val_fraction,
+                  overwrite=args.overwrite,
                   allow_soft_masks=args.allow_soft_masks, mask_suffix=args.mask_suffix,
                   check_inverted=args.check_inverted, workers=args.workers, min_size=args.min_size)
     seconds = time.perf_counter() - start

@@ -124,12 +124,16 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _command(kind, src, out, size, seed, counts, folds, fold_val_fraction, allow_soft_masks, mask_suffix,
-             check_inverted, min_size) -> str:
+             check_inverted, min_size, all_test) -> str:
     """The `ulvm prepare` command line that reproduces this preparation."""
     words = ["ulvm", "prepare", kind, "--src", str(src), "--out", str(out), "--size", str(size),
-             "--seed", str(seed), "--folds", str(folds)]
-    if fold_val_fraction != DEFAULT_FOLD_VAL_FRACTION:
-        words += ["--fold-val-fraction", str(fold_val_fraction)]
+             "--seed", str(seed)]
+    if all_test:  # no folds, no counts: the flag says it all
+        words.append("--all-test")
+    else:
+        words += ["--folds", str(folds)]
+        if fold_val_fraction != DEFAULT_FOLD_VAL_FRACTION:
+            words += ["--fold-val-fraction", str(fold_val_fraction)]
     if counts is not None:
         words += ["--counts", *(str(counts.get(name, 0)) for name in SPLITS)]
     if allow_soft_masks:
@@ -223,15 +227,16 @@ def _default_counts(kind: str, n: int, where: str) -> dict[str, int] | None:
 
 
 def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: int = 256, seed: int = 42,
-            counts=None, folds: int = 5, overwrite: bool = False, allow_soft_masks: bool = False,
+            counts=None, folds: int | None = None, overwrite: bool = False, allow_soft_masks: bool = False,
             mask_suffix: str | None = None, check_inverted: bool | None = None,
             fold_val_fraction: float = DEFAULT_FOLD_VAL_FRACTION, workers: int | None = None,
-            min_size: int | None = None) -> Path:
+            min_size: int | None = None, all_test: bool = False) -> Path:
     """Prepare a raw dataset of `kind` ("isic2017", "isic2018", "ph2", "folder") from `src` into `out`.
 
     counts: {split: n} or (train, val, test); default: the paper's counts (ISIC), all images as test
-    (PH2), or 70/10/20% (folder). folds: k of the extra k-fold CV splits (0: none; skipped with a note
-    when there are fewer than 2k images). check_inverted: reject masks that look inverted (default: on
+    (PH2), or 70/10/20% (folder). all_test: every image in the test split and no folds (an external
+    test set, e.g. PH2 for a model trained on ISIC); not with counts or folds. folds: k of the extra
+    k-fold CV splits (default 5; 0: none; skipped with a note when there are fewer than 2k images). check_inverted: reject masks that look inverted (default: on
     for custom folders, off for the official datasets, whose convention is known). min_size: refuse
     (DataError naming the file) an image whose shorter side is below it; smaller images than `size` are
     otherwise accepted, upscaled, and listed in the manifest's `small_images`. Returns `out`.
@@ -244,17 +249,23 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
         raise DataError(f"size {size} must be a positive multiple of 32 (the U-Net halves it five times)")
     if min_size is not None and min_size < 1:
         raise DataError(f"min_size {min_size} must be at least 1 pixel")
+    if all_test and (counts is not None or folds):
+        raise DataError("all_test (--all-test) puts every image in the test split, with no folds: "
+                        "pass it without counts (--counts) and folds (--folds)")
+    folds = 0 if all_test else (5 if folds is None else folds)
     samples = raw_samples(kind, src, mask_suffix)
     ids = [s.id for s in samples]
+    if all_test:
+        counts = {"test": len(ids)}
     split_counts = normalize_counts(counts if counts is not None else _default_counts(kind, len(ids), str(src)),
                                     len(ids), str(src))
     split = seeded_split(ids, split_counts, seed)
-    explicit_counts = split_counts if counts is not None else None
+    explicit_counts = split_counts if counts is not None and not all_test else None
     command = _command(kind, src_given, out_given, size, seed, explicit_counts, folds, fold_val_fraction,
-                       allow_soft_masks, mask_suffix, check_inverted, min_size)
+                       allow_soft_masks, mask_suffix, check_inverted, min_size, all_test)
     if check_inverted is None:
         check_inverted = kind == "folder"
-    notes = []
+    notes = ["every image in the test split (--all-test): no folds"] if all_test else []
     fold_parts = []
     if folds and len(ids) < 2 * folds:
         notes.append(f"{len(ids)} images are too few for {folds} folds: no folds written")
