@@ -175,3 +175,21 @@ def test_ph2_flat_folder_matches_official_layout(realdata, tmp_path):
     assert flat.ids == official.ids
     assert np.array_equal(flat.images, official.images) and np.array_equal(flat.masks, official.masks)
     assert flat.diagnosis == official.diagnosis
+
+
+def test_prepare_help_explains_every_argument(capsys, monkeypatch):
+    import argparse
+
+    from ulvm.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    prepare_parser = subcommands.choices["prepare"]
+    for action in prepare_parser._actions:
+        assert action.help and len(action.help) > 15, f"{action.option_strings or action.dest}: no help text"
+    monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside the phrases looked for
+    with pytest.raises(SystemExit):
+        cli_main(["prepare", "--help"])
+    text = capsys.readouterr().out
+    for words in ("KIND", "--all-test", "--min-size PIXELS", "a multiple of 32", "refused, never deleted",
+                  "examples:", "Empty masks"):
+        assert words in text
