@@ -106,3 +106,15 @@ def test_prepared_dataset_is_readable_by_the_group(tmp_path, umask):
     modes = {stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")] if p.is_file()}
     assert modes == {0o666 & ~umask}
     assert {stat.S_IMODE(p.stat().st_mode) for p in [out, out / "images", out / "masks"]} == {0o777 & ~umask}
+
+
+def test_writes_succeed_where_permissions_cannot_be_set(tmp_path, monkeypatch):
+    """FAT disks and some network shares refuse chmod: the file is still written."""
+    from ulvm import io
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("operation not permitted")
+
+    monkeypatch.setattr(io.os, "chmod", refuse)
+    assert atomic_write_text(tmp_path / "a.txt", "x").read_text() == "x"
+    assert (build(tmp_path / "out") / "sub" / "file.txt").read_text() == "x"

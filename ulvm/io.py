@@ -74,7 +74,10 @@ def current_umask() -> int:
 
 def _usual_mode(path: str | os.PathLike, folder: bool = False) -> None:
     """Give a file (folder) made by `tempfile` the mode `open()` (`mkdir`) would have given it."""
-    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+    try:
+        os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+    except PermissionError:  # a file system without Unix permissions (FAT, some network shares)
+        pass
 
 
 class NotReplaceable(UlvmError):
