@@ -46,9 +46,11 @@ def _open(path: Path, what: str, low_bytes: bool = False) -> tuple[Image.Image, 
     """
     try:
         image = Image.open(path)
-        rawmode = str(image.tile[0].args) if len(image.tile) == 1 else ""
+        # a tile is (codec, extents, offset, args): a plain tuple before Pillow 11, a named one since
+        rawmode = str(image.tile[0][3]) if len(image.tile) == 1 else ""
         if low_bytes:
-            image.tile = [tile._replace(args=rawmode.replace(";16B", ";16L")) for tile in image.tile]
+            tile = (*image.tile[0][:3], rawmode.replace(";16B", ";16L"))
+            image.tile = [tile if type(image.tile[0]) is tuple else type(image.tile[0])(*tile)]
         image.load()  # decode now: a truncated file fails here, not later
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
