@@ -143,8 +143,9 @@ def test_duplicate_stems(raw, tmp_path):
 
 
 def test_missing_folders_and_unknown_kind(tmp_path):
+    (tmp_path / "src").mkdir()
     with pytest.raises(DataError, match=r"images: folder not found"):
-        prepare("folder", tmp_path, tmp_path / "out")
+        prepare("folder", tmp_path / "src", tmp_path / "out")  # (an --out inside --src is refused first)
     with pytest.raises(DataError, match="unknown dataset kind 'isic2019'"):
         prepare("isic2019", tmp_path, tmp_path / "out")
 
@@ -170,3 +171,110 @@ def test_several_ph2_tables_must_agree(tmp_path):
     (tmp_path / "b" / "PH2_dataset.txt").write_text(header + "|| IMD002 || || 2 ||\n")
     with pytest.raises(DataError, match=r"b/PH2_dataset.txt: its diagnoses differ from those of .*a/PH2_dataset"):
         _ph2_diagnoses_below(tmp_path)
+
+
+def png16(array: np.ndarray) -> bytes:
+    """A 16-bit grey (H, W) or RGB (H, W, 3) PNG written by hand (Pillow cannot write 16-bit RGB)."""
+    import struct
+    import zlib
+
+    height, width = array.shape[:2]
+    colour_type = 0 if array.ndim == 2 else 2
+    rows = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))  # filter 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def test_16bit_grey_image_is_scaled_by_its_range_not_white(raw, tmp_path, caplog):
+    """A 12-bit-in-16 grey image (values 0..4095) became all white (clipped at 255) before."""
+    from ulvm.data.checks import read_image
+
+    grey = np.asarray(Image.open(raw / "images" / "case001.png").convert("L")).astype(np.uint16)
+    Image.fromarray(grey * 16 + 7).save(raw / "images" / "case001.png")  # Pillow writes I;16 as 16-bit
+    assert Image.open(raw / "images" / "case001.png").mode.startswith("I")
+    image, notes = read_image(raw / "images" / "case001.png")
+    low, high = int(grey.min()), int(grey.max())
+    expected = np.round((grey.astype(float) - low) * 255 / (high - low)).astype(np.uint8)
+    assert np.array_equal(image[..., 0], expected) and np.array_equal(image[..., 2], expected)
+    assert "16-bit grey image scaled to 8 bits by its range" in notes[0]
+    with caplog.at_level(logging.INFO):
+        prepare_small(raw, tmp_path / "out")
+    assert "case001.png: 16-bit grey image scaled" in caplog.text
+
+
+def test_16bit_rgb_png_is_read_and_scaled(raw, tmp_path):
+    from ulvm.data.checks import read_image
+
+    rgb = np.asarray(Image.open(raw / "images" / "case002.png")).astype(np.uint16)
+    (raw / "images" / "case002.png").write_bytes(png16(rgb * 257))  # the full 16-bit scale
+    image, notes = read_image(raw / "images" / "case002.png")
+    stretched = np.round((rgb - rgb.min()) * 255.0 / (rgb.max() - rgb.min())).astype(np.uint8)
+    assert np.array_equal(image, stretched) and "16-bit RGB image" in notes[0]
+    twelve_bit = rgb * 16 + np.arange(16, dtype=np.uint16)[rgb % 16]  # low bits that Pillow alone drops
+    (raw / "images" / "case002.png").write_bytes(png16(twelve_bit))
+    image, _ = read_image(raw / "images" / "case002.png")
+    low, high = int(twelve_bit.min()), int(twelve_bit.max())
+    assert np.array_equal(image, np.round((twelve_bit - low) * 255.0 / (high - low)).astype(np.uint8))
+    prepare_small(raw, tmp_path / "out")
+
+
+@pytest.mark.parametrize("lesion, background", [(65535, 0), (255, 0), (1, 0)])
+def test_16bit_binary_masks_read_as_0_255(raw, tmp_path, lesion, background):
+    mask = np.asarray(Image.open(raw / "masks" / "case003.png"))
+    wide = np.where(mask == 255, lesion, background).astype(np.uint16)
+    Image.fromarray(wide).save(raw / "masks" / "case003.png")
+    assert Image.open(raw / "masks" / "case003.png").mode.startswith("I")
+    out = prepare_small(raw, tmp_path / "out")
+    reference = prepare_small(make_folder(tmp_path / "raw2", 10), tmp_path / "ref")
+    assert np.array_equal(np.asarray(Image.open(out / "masks" / "case003.png")),
+                          np.asarray(Image.open(reference / "masks" / "case003.png")))
+
+
+def test_16bit_soft_mask_follows_the_8bit_rules(raw, tmp_path):
+    """A soft 16-bit mask is soft: refused unless allowed, then lesion = at least half the range."""
+    from ulvm.data.checks import read_mask
+
+    mask = np.asarray(Image.open(raw / "masks" / "case004.png"))
+    wide = np.where(mask == 255, 65535, 0).astype(np.uint16)
+    wide[5, 5], wide[5, 6] = 40000, 20000
+    Image.fromarray(wide).save(raw / "masks" / "case004.png")
+    assert_fails_cleanly(raw, tmp_path / "out", r"case004.png: mask has values other than 0 and 255")
+    read, notes = read_mask(raw / "masks" / "case004.png", (40, 30), allow_soft=True)
+    assert read[5, 5] >= 128 > read[5, 6] and set(np.unique(read)) == {0, 78, 156, 255}
+    assert "16-bit mask scaled to 8 bits by the full scale" in notes[0]
+
+
+def test_empty_masks_and_small_images_are_listed_and_warned(tmp_path, caplog):
+    raw = make_folder(tmp_path / "raw", 10, size=(64, 48))
+    Image.new("L", (64, 48)).save(raw / "masks" / "case002.png")                  # all black: no lesion
+    image, mask = (Image.open(raw / kind / "case006.png").resize((10, 10)) for kind in ("images", "masks"))
+    image.save(raw / "images" / "case006.png")
+    mask.point(lambda v: 255 if v >= 128 else 0).save(raw / "masks" / "case006.png")
+    with caplog.at_level(logging.WARNING):
+        out = prepare_small(raw, tmp_path / "out")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["empty_masks"] == ["case002"] and manifest["small_images"] == ["case006"]
+    assert "1 empty masks (no lesion pixel): case002. Legitimate where a dataset has images without" in caplog.text
+    assert "1 images smaller than 32x32 are upscaled: case006" in caplog.text
+    assert manifest["samples"][2]["lesion_pixels"] == 0 and manifest["samples"][3]["lesion_pixels"] > 0
+
+
+def test_min_size_refuses_small_images_naming_the_file(tmp_path, capsys):
+    from ulvm.cli import main as cli_main
+
+    raw = make_folder(tmp_path / "raw", 10, size=(64, 48))
+    Image.open(raw / "images" / "case006.png").resize((40, 10)).save(raw / "images" / "case006.png")
+    Image.new("L", (40, 10)).save(raw / "masks" / "case006.png")
+    assert_fails_cleanly(raw, tmp_path / "out", r"case006.png: image is 40x10 pixels, its shorter side is "
+                                                 r"below --min-size 32", min_size=32)
+    out = tmp_path / "cli"
+    args = ["prepare", "folder", "--src", str(raw), "--out", str(out), "--size", "32", "--counts", "6", "2", "2",
+            "--folds", "0", "--workers", "1", "--min-size"]
+    assert cli_main(args + ["11"]) == 2 and "case006.png: image is 40x10" in capsys.readouterr().err
+    assert cli_main(args + ["10"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["command"].endswith("--min-size 10")

@@ -263,3 +263,12 @@ def test_ph2_from_folder_and_from_zip(realdata, tmp_path):
     (tmp_path / "not_ph2").mkdir()
     with pytest.raises(DataError, match="no PH2 images found"):
         download("ph2", tmp_path / "c", source=tmp_path / "not_ph2")
+
+
+def test_a_raw_folder_not_made_by_download_is_never_replaced(server, tmp_path):
+    raw = tmp_path / "data" / "raw" / "isic2017"
+    raw.mkdir(parents=True)
+    (raw / "my_copy.jpg").write_bytes(b"mine")
+    with pytest.raises(DataError, match=rf"{raw}: exists but has no download.json"):
+        download("isic2017", tmp_path / "data", base_url=server.url, progress=False)
+    assert (raw / "my_copy.jpg").read_bytes() == b"mine" and not server.requests  # refused before downloading

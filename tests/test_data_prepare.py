@@ -88,6 +88,38 @@ def test_the_recorded_command_reproduces_the_preparation(tmp_path, capsys):
     assert again["split"] == manifest["split"] and again["folds"] == manifest["folds"]
 
 
+def test_all_test_needs_no_counts_skips_folds_and_reproduces(tmp_path, capsys, caplog):
+    """An external test set (e.g. PH2): --all-test instead of exact `--counts 0 0 N`; no folds, no fold
+    warning; the recorded command re-runs to the same manifest."""
+    import logging
+    import shlex
+
+    src = make_folder(tmp_path / "raw", 12)
+    first = tmp_path / "first"
+    with caplog.at_level(logging.WARNING):
+        assert cli_main(["prepare", "folder", "--src", str(src), "--out", str(first), "--size", "32",
+                         "--all-test", "--workers", "1"]) == 0
+    assert "folds" not in caplog.text
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert manifest["split"] == {"counts": {"test": 12}, "test": [f"case{i:03d}" for i in range(12)]}
+    assert manifest["folds"] == [] and manifest["fold_val_fraction"] is None
+    assert manifest["notes"] == ["every image in the test split (--all-test): no folds"]
+    assert manifest["command"] == f"ulvm prepare folder --src {src} --out {first} --size 32 --seed 42 --all-test"
+    assert "test 12; 0 folds" in capsys.readouterr().out
+    words = shlex.split(manifest["command"])
+    words[words.index("--out") + 1] = str(tmp_path / "again")
+    assert cli_main(words[1:] + ["--workers", "2"]) == 0
+    again = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert {**again, "command": None} == {**manifest, "command": None}
+    refused = ["prepare", "folder", "--src", str(src), "--out", str(tmp_path / "x"), "--all-test"]
+    with pytest.raises(SystemExit):  # argparse: --counts and --all-test exclude each other
+        cli_main(refused + ["--counts", "0", "0", "12"])
+    assert "argument --counts: not allowed with argument --all-test" in capsys.readouterr().err
+    assert cli_main(refused + ["--folds", "3"]) == 2
+    assert "--all-test) puts every image in the test split, with no folds" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_folds_and_paper_split_views(tmp_path):
     src = make_folder(tmp_path / "raw", 20)
     data = load_prepared(prepare("folder", src, tmp_path / "p", size=32, folds=4, workers=1))
@@ -143,3 +175,21 @@ def test_ph2_flat_folder_matches_official_layout(realdata, tmp_path):
     assert flat.ids == official.ids
     assert np.array_equal(flat.images, official.images) and np.array_equal(flat.masks, official.masks)
     assert flat.diagnosis == official.diagnosis
+
+
+def test_prepare_help_explains_every_argument(capsys, monkeypatch):
+    import argparse
+
+    from ulvm.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    prepare_parser = subcommands.choices["prepare"]
+    for action in prepare_parser._actions:
+        assert action.help and len(action.help) > 15, f"{action.option_strings or action.dest}: no help text"
+    monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside the phrases looked for
+    with pytest.raises(SystemExit):
+        cli_main(["prepare", "--help"])
+    text = capsys.readouterr().out
+    for words in ("KIND", "--all-test", "--min-size PIXELS", "a multiple of 32", "refused, never deleted",
+                  "examples:", "Empty masks"):
+        assert words in text

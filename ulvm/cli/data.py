@@ -1,7 +1,25 @@
 """`ulvm download` and `ulvm prepare`: getting a dataset and preparing it (argument parsing only)."""
 from __future__ import annotations
 
+import argparse
+
 from ..data.splits import DEFAULT_FOLD_VAL_FRACTION
+
+PREPARE_DESCRIPTION = """\
+Read a raw dataset, check every image and mask, resize them (bilinear, as the paper), split
+them with a seed, and write ONE prepared format: OUT/images/<id>.png (RGB), OUT/masks/<id>.png
+(8-bit grey) and OUT/manifest.json (sources and their SHA-256, split, folds, every fix-up, and
+this very command). Bad input stops with one line naming the file, and nothing half-written is
+left behind. Details: data/README.md."""
+
+PREPARE_EXAMPLES = """examples:
+  ulvm prepare isic2017 --src data/raw/isic2017 --out data/prepared/isic2017
+  ulvm prepare ph2 --src PH2Dataset --out data/prepared/ph2 --all-test     # an external test set
+  ulvm prepare folder --src my_data --out data/prepared/mine --counts 700 100 200 --min-size 256
+
+Empty masks (no lesion) are accepted, warned about and listed in the manifest: some datasets rightly
+have images without a lesion. A killed run leaves no prepared folder; the next run cleans up after it.
+"""
 
 
 def register(sub) -> None:
@@ -15,29 +33,59 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_download)
 
-    p = sub.add_parser("prepare", help="resize to 256x256, check, split (seeded) and write a prepared dataset")
-    p.add_argument("kind", choices=("isic2017", "isic2018", "ph2", "folder"))
-    p.add_argument("--src", required=True, help="raw dataset folder (official layout, or images/ + masks/)")
-    p.add_argument("--out", required=True, help="prepared dataset folder, e.g. data/prepared/ph2")
-    p.add_argument("--size", type=int, default=256, help="side of the prepared images (default 256)")
-    p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
-    p.add_argument("--counts", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
-                   help="split sizes, 0 for no such split (default: the paper's for ISIC, all-test for PH2, "
-                        "70/10/20%% for folders)")
-    p.add_argument("--folds", type=int, default=5, help="k of the extra k-fold CV splits (0: none; default 5)")
-    p.add_argument("--fold-val-fraction", type=float, default=DEFAULT_FOLD_VAL_FRACTION,
-                   help="share of each fold's non-test images held out for model selection "
-                        f"(default {DEFAULT_FOLD_VAL_FRACTION})")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing prepared dataset")
-    p.add_argument("--allow-soft-masks", action="store_true", help="accept masks with values other than 0/255")
-    p.add_argument("--mask-suffix", default=None,
-                   help="folder only: mask stem = image stem + this (default: detected, e.g. _lesion)")
-    inverted = p.add_mutually_exclusive_group()
+    p = sub.add_parser(
+        "prepare", help="check, resize and split (seeded) a raw dataset into a prepared dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=PREPARE_DESCRIPTION,
+        epilog=PREPARE_EXAMPLES)
+    p.add_argument("kind", choices=("isic2017", "isic2018", "ph2", "folder"), metavar="KIND",
+                   help="layout of --src: isic2017, isic2018 or ph2 (the official layouts), or folder "
+                        "(images/ + masks/ with matching names)")
+    where = p.add_argument_group("what to read and write")
+    where.add_argument("--src", required=True, metavar="DIR",
+                       help="raw dataset folder (searched recursively for the layout of KIND); only read")
+    where.add_argument("--out", required=True, metavar="DIR",
+                       help="new folder for the prepared dataset, e.g. data/prepared/ph2; not --src, nor "
+                            "inside or around it")
+    where.add_argument("--overwrite", action="store_true",
+                       help="replace --out if it is a prepared dataset made by `ulvm prepare` (any other "
+                            "folder is refused, never deleted)")
+    where.add_argument("--size", type=int, default=256, metavar="PIXELS",
+                       help="side of the square prepared images, a multiple of 32 (default 256, the paper's)")
+    where.add_argument("--mask-suffix", default=None, metavar="SUFFIX",
+                       help="folder only: mask name = image name + SUFFIX, e.g. _lesion for "
+                            "IMD002.png / IMD002_lesion.png (default: detected)")
+    split = p.add_argument_group("split (seeded: the same on every machine)")
+    split.add_argument("--seed", type=int, default=42, help="seed of the split and folds (default 42)")
+    counts = split.add_mutually_exclusive_group()
+    counts.add_argument("--counts", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
+                        help="images per split, adding up to all images; 0 for no such split (default: the "
+                             "paper's for ISIC, all test for PH2, 70/10/20%% for folders)")
+    counts.add_argument("--all-test", action="store_true",
+                        help="every image in the test split and no folds: an external test set")
+    split.add_argument("--folds", type=int, default=None, metavar="K",
+                       help="also write K cross-validation folds, stratified by diagnosis where known "
+                            "(default 5; 0: none; skipped with a note below 2K images)")
+    split.add_argument("--fold-val-fraction", type=float, default=DEFAULT_FOLD_VAL_FRACTION, metavar="F",
+                       help="share of each fold's non-test images held out for model selection "
+                            f"(default {DEFAULT_FOLD_VAL_FRACTION})")
+    checks = p.add_argument_group("input checks (each failure names the file)")
+    checks.add_argument("--allow-soft-masks", action="store_true",
+                        help="accept masks with values other than 0 and 255 (e.g. JPEG masks), kept as they "
+                             "are; the lesion is then >= 128")
+    inverted = checks.add_mutually_exclusive_group()
     inverted.add_argument("--inverted-check", dest="check_inverted", action="store_true", default=None,
-                          help="reject masks that look inverted (default for folders)")
+                          help="refuse masks that look inverted (lesion on >= 95%% of the border and over "
+                               "half the image); default for folders")
     inverted.add_argument("--no-inverted-check", dest="check_inverted", action="store_false",
-                          help="accept masks whose lesion covers the image border")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
+                          help="accept such masks (a lesion that really fills the image); default for ISIC "
+                               "and PH2")
+    checks.add_argument("--min-size", type=int, default=None, metavar="PIXELS",
+                        help="refuse images whose shorter side is below PIXELS (default: accept any size; "
+                             "images smaller than --size are upscaled, warned about and listed in the "
+                             "manifest's small_images)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (default: one per core, at most 8)")
     p.set_defaults(func=_prepare)
 
 
@@ -58,9 +106,10 @@ def _prepare(args) -> int:
 
     start = time.perf_counter()
     out = prepare(args.kind, args.src, args.out, size=args.size, seed=args.seed, counts=args.counts,
-                  folds=args.folds, fold_val_fraction=args.fold_val_fraction, overwrite=args.overwrite,
+                  all_test=args.all_test, folds=args.folds, fold_val_fraction=args.fold_val_fraction,
+                  overwrite=args.overwrite,
                   allow_soft_masks=args.allow_soft_masks, mask_suffix=args.mask_suffix,
-                  check_inverted=args.check_inverted, workers=args.workers)
+                  check_inverted=args.check_inverted, workers=args.workers, min_size=args.min_size)
     seconds = time.perf_counter() - start
     prepared = load_prepared(out)
     splits = ", ".join(f"{name} {len(prepared.indices(name))}" for name in prepared.split_names())

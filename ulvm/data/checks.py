@@ -1,7 +1,7 @@
 """Reading one raw image or mask, with the input checks of the data chapter.
 
 Raw datasets come in many small variations (1-bit BMP masks in PH2, palette PNGs, JPEG masks with soft
-edges, grayscale or RGBA images...). Every check here either raises a `DataError` that names the file and
+edges, grayscale, RGBA or 16-bit images...). Every check here either raises a `DataError` that names the file and
 says what is wrong, or applies a documented fix-up and returns a short note that ends up in the
 prepared dataset's manifest (so nothing is changed silently). The book shows these in
 `notebooks/04_data.ipynb`.
@@ -36,23 +36,75 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _open(path: Path, what: str) -> Image.Image:
-    """Open and fully decode an image file; any failure is a DataError naming the file."""
+def _open(path: Path, what: str, low_bytes: bool = False) -> tuple[Image.Image, str]:
+    """Open and fully decode an image file; any failure is a DataError naming the file.
+
+    Returns (image, raw mode of the file's samples, e.g. "RGB;16B"; "" if Pillow gives none). Pillow reads
+    a 16-bit grey file as mode I;16 / I, but a 16-bit RGB(A) PNG as 8-bit RGB(A) keeping each sample's
+    high byte, which only the raw mode (gone after decoding) tells. `low_bytes` decodes such a PNG
+    keeping the LOW bytes instead (the little-endian unpacker picks the other byte of each sample).
+    """
     try:
         image = Image.open(path)
+        # a tile is (codec, extents, offset, args): a plain tuple before Pillow 11, a named one since
+        rawmode = str(image.tile[0][3]) if len(image.tile) == 1 else ""
+        if low_bytes:
+            tile = (*image.tile[0][:3], rawmode.replace(";16B", ";16L"))
+            image.tile = [tile if type(image.tile[0]) is tuple else type(image.tile[0])(*tile)]
         image.load()  # decode now: a truncated file fails here, not later
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(f"{path}: cannot read {what} ({error})") from None
-    return image
+    return image, rawmode
+
+
+def _is_wide(image: Image.Image) -> bool:
+    """One channel of more than 8 bits (16-bit grey, 32-bit integer or float): Pillow's conversion to
+    RGB or L clips these at 255, which turns a 16-bit image all white."""
+    return image.mode in ("I", "F") or image.mode.startswith("I;16")
+
+
+def _to_8bit_by_range(values: np.ndarray) -> np.ndarray:
+    """Stretch `values` linearly so that their minimum -> 0 and maximum -> 255 (a constant -> 0).
+
+    Why by range rather than by the full 0..65535 scale: many 16-bit files hold 10-14-bit data (a full
+    scale division would leave them nearly black, in a handful of grey levels), and the paper's loader
+    min-max stretches every image anyway (`paper_normalize`), so a per-image linear map costs nothing
+    but keeps the most grey levels.
+    """
+    values = values.astype(np.float64)
+    low, high = values.min(), values.max()
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.round((values - low) * scale).astype(np.uint8)
 
 
 def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read a dermoscopic image as RGB. Returns (image (H, W, 3) uint8, notes on conversions)."""
+    """Read a dermoscopic image as RGB. Returns (image (H, W, 3) uint8, notes on conversions).
+
+    16-bit (and 32-bit integer or float) images are scaled to 8 bits by their own range (min -> 0,
+    max -> 255; see `_to_8bit_by_range` for why), never clipped.
+    """
     path = Path(path)
-    image = _open(path, "image")
+    image, rawmode = _open(path, "image")
     notes = []
+    if _is_wide(image):
+        array = np.asarray(image)
+        kind = "16-bit" if ";16" in rawmode or image.mode.startswith("I;16") else f"{image.mode}-mode"
+        notes.append(f"{path.name}: {kind} grey image scaled to 8 bits by its range "
+                     f"({array.min()}..{array.max()} -> 0..255) and converted to RGB")
+        return np.repeat(_to_8bit_by_range(array)[..., None], 3, axis=2), notes
+    if ";16" in rawmode:  # 16-bit RGB(A): Pillow kept the high bytes only
+        high = np.asarray(image.convert("RGB")).astype(np.uint16)
+        if image.format == "PNG" and rawmode in ("RGB;16B", "RGBA;16B"):
+            low = np.asarray(_open(path, "image", low_bytes=True)[0].convert("RGB"))
+            values, how = high * 256 + low, "16-bit"
+        else:
+            values, how = high, "16-bit (high bytes, as Pillow reads it)"
+        notes.append(f"{path.name}: {how} {image.mode} image scaled to 8 bits by its range "
+                     f"({values.min()}..{values.max()} -> 0..255)"
+                     + ("; alpha dropped" if image.mode != "RGB" else ""))
+        return _to_8bit_by_range(values), notes
     if image.mode != "RGB":
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             alpha = np.asarray(image.convert("RGBA"))[..., 3]
@@ -87,6 +139,26 @@ def _mask_luminance(image: Image.Image, path: Path, notes: list[str]) -> np.ndar
     return luminance
 
 
+def _wide_mask(image: Image.Image, path: Path, notes: list[str]) -> np.ndarray:
+    """A 16-bit (or 32-bit integer) grey mask as 8 bits, so that the 8-bit rules then apply alike.
+
+    Values up to 255 are kept (an 8-bit mask saved in 16 bits: 0/255 or 0/1); otherwise the full 16-bit
+    scale maps to 0..255 (0/65535 -> 0/255, and a soft value keeps its fraction, so "lesion" means at
+    least half the range, as for 8-bit masks). Not by range: that would turn any two values into 0/255.
+    """
+    if image.mode == "F":
+        raise DataError(f"{path}: floating-point mask (mode F); save it as 8-bit grey, background 0 and "
+                        f"lesion 255")
+    values = np.asarray(image).astype(np.int64)
+    if values.min() < 0 or values.max() > 65535:
+        raise DataError(f"{path}: mask values {values.min()}..{values.max()} outside 0..65535")
+    if values.max() <= 255:
+        notes.append(f"{path.name}: {image.mode} mask with values up to {values.max()} read as 8-bit")
+        return values.astype(np.uint8)
+    notes.append(f"{path.name}: 16-bit mask scaled to 8 bits by the full scale (0..65535 -> 0..255)")
+    return np.round(values * (255 / 65535)).astype(np.uint8)
+
+
 def read_mask(path: str | Path, image_size: tuple[int, int], *, allow_soft: bool = False,
               check_inverted: bool = True) -> tuple[np.ndarray, list[str]]:
     """Read a lesion mask and check it against its image.
@@ -98,12 +170,12 @@ def read_mask(path: str | Path, image_size: tuple[int, int], *, allow_soft: bool
     looks inverted.
     """
     path = Path(path)
-    image = _open(path, "mask")
+    image, _ = _open(path, "mask")  # a 16-bit RGB mask: its high bytes are what the checks need
     notes: list[str] = []
     if image.size != tuple(image_size):
         raise DataError(f"{path}: mask size {image.size[0]}x{image.size[1]} differs from its image "
                         f"size {image_size[0]}x{image_size[1]}")
-    mask = _mask_luminance(image, path, notes)
+    mask = _wide_mask(image, path, notes) if _is_wide(image) else _mask_luminance(image, path, notes)
     values = np.unique(mask)
     if np.all(np.isin(values, (0, 1))) and 1 in values:
         notes.append(f"{path.name}: mask values {{0, 1}} scaled to {{0, 255}}")

@@ -199,6 +199,18 @@ def extract_into(archives, folder: str | os.PathLike) -> None:
             raise DataError(f"{archive}: damaged archive ({error}); download it again") from None
 
 
+def _replaceable_raw(raw: Path) -> bool:
+    """Only an empty folder is replaced (one with the marker is returned as it is, never rebuilt)."""
+    return raw.is_dir() and not raw.is_symlink() and not any(raw.iterdir())
+
+
+def _refuse_foreign(raw: Path) -> None:
+    """A raw folder without our marker is someone's files: refuse before downloading anything."""
+    if (raw.exists() or raw.is_symlink()) and not _replaceable_raw(raw):
+        raise DataError(f"{raw}: exists but has no {MARKER}, so `ulvm download` did not make it; it is "
+                        f"never replaced. Move it away (or pass it to `ulvm prepare --src`)")
+
+
 def download(name: str, root: str | os.PathLike = "data", *, source: str | os.PathLike | None = None,
              base_url: str = ISIC_BASE_URL, progress: bool = True) -> Path:
     """Fetch and extract dataset `name` under `root`; return the raw folder to pass to `prepare`.
@@ -222,9 +234,11 @@ def download(name: str, root: str | os.PathLike = "data", *, source: str | os.Pa
             return source
         if not source.is_file():
             raise DataError(f"{source}: no such archive or folder")
+        _refuse_foreign(raw)
         records = [{"file": source.name, "size": source.stat().st_size, "sha256": file_sha256(source)}]
         archives = [source]
     elif name in ARCHIVES:
+        _refuse_foreign(raw)
         records, archives = [], []
         for remote in ARCHIVES[name]:
             archive = root / "downloads" / PurePosixPath(remote.path).name
@@ -238,7 +252,8 @@ def download(name: str, root: str | os.PathLike = "data", *, source: str | os.Pa
             archives.append(archive)
     else:
         raise DataError(f"unknown dataset {name!r} (isic2017, isic2018 or ph2)")
-    with atomic_directory(raw, overwrite=True) as tmp:  # a killed extraction leaves nothing behind
+    # a killed extraction leaves nothing behind; only an empty folder is replaced
+    with atomic_directory(raw, overwrite=True, replaceable=_replaceable_raw) as tmp:
         extract_into(archives, tmp)
         atomic_write_json(tmp / MARKER, {"dataset": name, "files": records})
     return raw
