@@ -40,6 +40,17 @@ def conv3x3(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=1, padding=1))
 
 
+class ScanBackendSwitch:
+    """Mixin for the Mamba-based baselines: `set_backend` switches every selective scan inside (each `Mamba`
+    and `SS2D` keeps its backend in a `backend` attribute), weights unchanged."""
+
+    def set_backend(self, backend: str):
+        for module in self.modules():
+            if module is not self and hasattr(module, "backend"):
+                module.backend = backend
+        return self
+
+
 class SixStageUNet(nn.Module):
     """Skeleton of MALUNet / EGE-UNet. `deep_encoder(cin, cout)` builds encoder4-6, `deep_decoder(cin, cout)`
     decoder1-3; subclasses add their own bridge and call `encode`, `decoder_stage` and `head` in `forward`."""

@@ -3,6 +3,9 @@
 Official code: github.com/JCruan519/EGE-UNet, `EGE-UNet/models/egeunet.py` (class `EGEUNet`), default config
 c_list = (8, 16, 24, 32, 48, 64), bridge on, gt_ds (deep supervision) on.
 Authors' report (theirs, not ours): 0.053 M parameters ("50KB") and 0.072 GFLOPs at 256×256.
+Ours: 53,374 parameters and 0.072 thop GFLOPs. Checked once against the official class (built outside this repository with stand-ins for its
+unavailable imports): same parameter names and shapes, and with its weights loaded (strict) ours gives
+identical outputs.
 
 Glossary (paper name = official class = ours):
     GHPA  Group multi-axis Hadamard Product Attention = Grouped_multi_axis_Hadamard_Product_Attention = `GHPA`
@@ -48,7 +51,8 @@ class ChannelLayerNorm(nn.Module):
 def _depthwise_pointwise(channels: int, conv=nn.Conv2d) -> nn.Sequential:
     """Depthwise k3 conv, GELU, pointwise 1x1: the small net that turns a learned weight map into the Hadamard
     factor (conv = nn.Conv1d for the 1-D maps of the zx and zy axes)."""
-    return nn.Sequential(conv(channels, channels, 3, padding=1, groups=channels), nn.GELU(), conv(channels, channels, 1))
+    return nn.Sequential(conv(channels, channels, 3, padding=1, groups=channels), nn.GELU(),
+                         conv(channels, channels, 1))
 
 
 class GHPA(nn.Module):

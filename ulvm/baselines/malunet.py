@@ -4,6 +4,9 @@ Official code: github.com/JCruan519/MALUNet, `models/malunet.py` (class `MALUNet
 c_list = (8, 16, 24, 32, 48, 64), split_att "fc", bridge on.
 Authors' report (theirs, not ours): 0.175 M parameters and 0.083 GFLOPs at 256×256 (abstract: "a 44x and
 166x reduction" against their U-Net). Ours: 177,943 parameters (1.7% above theirs) and 0.083 thop GFLOPs.
+Checked once against the official class (built outside this repository with stand-ins for its
+unavailable imports): same parameter names and shapes, and with its weights loaded (strict) ours gives
+identical outputs.
 
 Glossary (paper name = official class = ours):
     DGA  Dilated Gated Attention        = DilatedGatedAttention   = `DilatedGatedAttention`
@@ -69,8 +72,8 @@ class DilatedGatedAttention(nn.Module):
         super().__init__()
         quarter = in_c // 4
         for i, d in enumerate(dilations):                  # mda0..mda3; "same" padding for a dilated kernel
-            self.add_module(f"mda{i}", nn.Conv2d(quarter, quarter, k_size, padding=(k_size + (k_size - 1) * (d - 1)) // 2,
-                                                 dilation=d, groups=quarter))
+            padding = (k_size + (k_size - 1) * (d - 1)) // 2
+            self.add_module(f"mda{i}", nn.Conv2d(quarter, quarter, k_size, padding=padding, dilation=d, groups=quarter))
         self.norm_layer = nn.GroupNorm(4, in_c)
         self.conv = nn.Conv2d(in_c, in_c, 1)
         self.gau = GatedAttentionUnit(in_c, out_c, 3)

@@ -4,10 +4,12 @@ MICCAI 2022, arXiv 2203.04967).
 Official code: github.com/jeya-maria-jose/UNeXt-pytorch, `archs.py`, class `UNext_S` (channels 8, 16, 32 in
 the conv stages, 64 and 128 in the tokenized-MLP stages; UNext, the full model, has 16, 32, 128, 160, 256).
 Authors' report (theirs, not ours): UNeXt-S 0.32 M parameters and 0.10 GFLOPs (the UNeXt paper's channel
-study, quoted again in the MALUNet and EGE-UNet comparisons). Ours: 253,561 parameters and 0.10 thop GFLOPs.
-The official `UNext_S` class itself also has 253,561 parameters (every layer is counted in the table
-below), so the 0.32 M of the paper must count another configuration; `tests/test_baselines.py` pins our
-exact count and the thop GFLOPs instead.
+study). Ours: 253,561 parameters and 0.104 thop GFLOPs.
+The official `UNext_S` class itself has 253,561 parameters too, so the paper's 0.32 M must count another
+configuration; `tests/test_baselines.py` pins our exact count (and checks the GFLOPs against 0.10).
+Checked once against the official class (built outside this repository with stand-ins for its
+unavailable imports): same parameter names and shapes, and with its weights loaded (strict) ours gives
+identical outputs.
 
     stage        module                                          resolution   channels
     encoder1-3   Conv3x3 + BatchNorm + max-pool + ReLU            H/2..H/8     8, 16, 32    -> t1, t2, t3

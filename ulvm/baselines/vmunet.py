@@ -7,7 +7,9 @@ Official code: github.com/JCruan519/VM-UNet, `models/vmunet/vmunet.py` (class `V
 Authors' report (theirs, not ours): 27.43 M parameters and 4.11 GFLOPs at 256×256. Ours: 27,427,561
 parameters and 4.112 thop GFLOPs. thop counts nothing of the selective scans (functions, not modules) nor of
 the einsum projections, exactly as with the official code; `ulvm.complexity.gflops(method="full")` adds
-Mamba blocks' work only, so for VM-UNet it equals the thop number.
+Mamba blocks' work only, so for VM-UNet it equals the thop number. Checked once against the official `VSSM`
+(built outside this repository with stand-ins for its unavailable imports and the same scan function): same
+parameter names and shapes, identical outputs on a non-square input.
 
 Glossary:
     SS2D     2-D selective scan: the image is read as four token sequences (row by row, column by column,
@@ -48,6 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ssm import selective_scan
+from ._blocks import ScanBackendSwitch
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -244,7 +247,7 @@ class VSSM(nn.Module):
         return self.final_conv(x)
 
 
-class VMUNet(nn.Module):
+class VMUNet(ScanBackendSwitch, nn.Module):
     """VM-UNet with the official wrapper's interface: sigmoid probabilities for one class, logits otherwise."""
 
     def __init__(self, num_classes: int = 1, input_channels: int = 3, depths=(2, 2, 2, 2),
@@ -253,13 +256,6 @@ class VMUNet(nn.Module):
         self.num_classes = num_classes
         self.vmunet = VSSM(input_channels, num_classes, depths, depths_decoder, drop_path_rate=drop_path_rate,
                            backend=backend)
-
-    def set_backend(self, backend: str) -> "VMUNet":
-        """Switch every SS2D to another selective-scan backend (weights unchanged)."""
-        for module in self.modules():
-            if isinstance(module, SS2D):
-                module.backend = backend
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W), H and W multiples of 32 -> (B, num_classes, H, W)."""
