@@ -23,8 +23,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from book_session import REPO, built_book
+
 from ulvm.io import atomic_write_bytes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

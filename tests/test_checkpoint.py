@@ -5,22 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from ulvm.checkpoint import (load_model_state, read_checkpoint, restore_rng_states, rng_states,
-                             save_checkpoint)
+from ulvm.checkpoint import load_model_state, read_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ulvm.config import Config
 from ulvm.errors import RunError
-from ulvm.train import build_model
+from ulvm.model import build_model
 
 
 @pytest.fixture(scope="module")
 def trained_like():
     torch.manual_seed(0)
-    return build_model(Config(backend="parallel"))
+    return build_model(Config(), "parallel")
 
 
 def _fresh(**overrides):
     torch.manual_seed(1)
-    return build_model(Config(backend="parallel", **overrides))
+    return build_model(Config(**overrides), "parallel")
 
 
 def _same_weights(a, b):

@@ -3,8 +3,7 @@ machine; see README "On a GPU"); skipped cleanly elsewhere."""
 import pytest
 import torch
 
-from test_model import assert_backends_agree
-from test_scan import make_inputs
+from helpers import assert_backends_agree, make_inputs
 from ulvm.model import UltraLightVMUNet
 from ulvm.ssm import Mamba, cuda_kernels, selective_scan  # noqa: E402
 

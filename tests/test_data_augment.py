@@ -2,12 +2,23 @@
 import numpy as np
 import pytest
 import torch
+from data_trees import make_folder
 from torch.utils.data import DataLoader
 
-from data_trees import make_folder
-from ulvm.data import (AugmentParams, SegmentationDataset, augment_batch, draw_params, load_prepared,
-                       paper_normalize, prepare, seeded_generator, split_statistics, transform_batch,
-                       transform_numpy, worker_init_fn)
+from ulvm.data import (
+    AugmentParams,
+    SegmentationDataset,
+    augment_batch,
+    draw_params,
+    load_prepared,
+    paper_normalize,
+    prepare,
+    seeded_generator,
+    split_statistics,
+    transform_batch,
+    transform_numpy,
+    worker_init_fn,
+)
 
 
 def random_batch(seed=0, batch=6, size=64):
@@ -149,7 +160,7 @@ def test_augmented_items_keep_image_and_mask_aligned(prepared):
 def test_training_split_tensors_equal_the_dataset(prepared):
     """The training loop's in-memory split (normalised once) gives the paper's per-image items."""
     from ulvm.config import Config
-    from ulvm.train import split_tensors
+    from ulvm.data.tensors import split_tensors
 
     dataset = SegmentationDataset(prepared, "train")
     config = Config.profile("paper", input_size=prepared.images.shape[1])

@@ -5,9 +5,9 @@ import logging
 
 import numpy as np
 import pytest
+from data_trees import make_folder
 from PIL import Image
 
-from data_trees import make_folder
 from ulvm.data import prepare
 from ulvm.errors import DataError
 

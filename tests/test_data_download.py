@@ -11,8 +11,8 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from data_trees import make_isic_tree
+
 from ulvm.data import check_archive, download, fetch, load_prepared, prepare
 from ulvm.data.download import PH2_INSTRUCTIONS
 from ulvm.errors import DataError

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from data_trees import make_folder
+
 from ulvm.data import load_prepared, prepare
 from ulvm.io import HOST, atomic_directory, remove_stale_temporaries
 

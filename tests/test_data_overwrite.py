@@ -2,8 +2,8 @@
 import json
 
 import pytest
-
 from data_trees import make_folder
+
 from ulvm.cli import main as cli_main
 from ulvm.data import load_prepared, prepare
 from ulvm.errors import DataError

@@ -4,9 +4,9 @@ import shutil
 
 import numpy as np
 import pytest
+from data_trees import make_folder, make_isic_tree
 from PIL import Image
 
-from data_trees import make_folder, make_isic_tree
 from ulvm.cli import main as cli_main
 from ulvm.data import load_prepared, prepare
 from ulvm.errors import DataError

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ulvm.data import default_dataset, load_prepared, prepare
-from ulvm.data import synthetic
+from ulvm.data import default_dataset, load_prepared, prepare, synthetic
 from ulvm.data.synthetic import generate, sample
 
 

@@ -6,13 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from test_train import tiny_config, write_tiny_prepared
+from helpers import CPU, tiny_config, write_tiny_prepared
 from ulvm.checkpoint import load_run
 from ulvm.cli import main
+from ulvm.data.tensors import split_tensors
 from ulvm.errors import RunError
 from ulvm.evaluate import evaluate, write_results
 from ulvm.metrics import pooled_metrics
-from ulvm.train import fit, split_tensors
+from ulvm.train import fit
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +21,13 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = write_tiny_prepared(root)
     run = root / "run"
-    fit(tiny_config(epochs=2), data, run, device="cpu", progress=False)
+    fit(tiny_config(epochs=2), data, run, settings=CPU, progress=False)
     return data, run
 
 
 def test_pooled_metrics_are_those_of_the_best_models_predictions(trained):
     data, run = trained
-    results = evaluate(run, data, device="cpu", bootstrap=200)
+    results = evaluate(run, data, settings=CPU, bootstrap=200)
     model, config = load_run(run)
     from ulvm.data import load_prepared
     images, masks, ids = split_tensors(load_prepared(data), "test", config, torch.device("cpu"))
@@ -44,7 +45,7 @@ def test_pooled_metrics_are_those_of_the_best_models_predictions(trained):
 
 def test_results_json_and_prediction_overlays(trained, tmp_path):
     data, run = trained
-    results = evaluate(run, data, device="cpu", bootstrap=0, save_predictions=tmp_path / "predictions")
+    results = evaluate(run, data, settings=CPU, bootstrap=0, save_predictions=tmp_path / "predictions")
     path = write_results(results)
     assert path.parent == run and path.name == "results_prepared_test.json"
     assert json.loads(path.read_text())["pooled"] == results["pooled"]
@@ -64,13 +65,13 @@ def test_results_json_and_prediction_overlays(trained, tmp_path):
     green = np.all(overlay == (0, 255, 0), axis=-1)
     assert green.any() and not (green & (masks[0, 0].numpy() < 0.5)).any()
     with pytest.raises(RunError, match="save_predictions=True needs a run folder"):
-        evaluate(model, data, config=config, device="cpu", bootstrap=0, save_predictions=True)
+        evaluate(model, data, config=config, settings=CPU, bootstrap=0, save_predictions=True)
 
 
 def test_external_validation_on_another_prepared_dataset(trained, tmp_path):
     data, run = trained
     other = write_tiny_prepared(tmp_path, n=12, seed=5)
-    results = evaluate(run, other, device="cpu", bootstrap=50)
+    results = evaluate(run, other, settings=CPU, bootstrap=50)
     assert results["external"] is True and results["data"]["root"] == str(other)
     assert results["n_images"] == 4 and 0.0 <= results["pooled"]["dsc"] <= 1.0
 
@@ -97,15 +98,15 @@ def test_cli_train_then_test(tmp_path, capsys):
 
 def test_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(RunError, match="best.pt: checkpoint not found"):
-        evaluate(tmp_path, write_tiny_prepared(tmp_path), device="cpu")
+        evaluate(tmp_path, write_tiny_prepared(tmp_path), settings=CPU)
 
 
 def test_a_model_object_evaluates_like_its_run(trained):
     """The path for weights from elsewhere (e.g. an official .pth loaded with load_model_state)."""
     data, run = trained
     model, config = load_run(run)
-    from_model = evaluate(model, data, config=config, device="cpu", bootstrap=0)
-    from_run = evaluate(run, data, device="cpu", bootstrap=0)
+    from_model = evaluate(model, data, config=config, settings=CPU, bootstrap=0)
+    from_run = evaluate(run, data, settings=CPU, bootstrap=0)
     assert from_model["pooled"] == from_run["pooled"] and "run_dir" not in from_model
 
 
@@ -123,8 +124,8 @@ def test_a_run_folder_of_another_format_is_a_clear_error(trained, tmp_path, caps
     old.mkdir()
     for name in ("best.pt", "last.pt"):
         torch.save(checkpoint, old / name)
-    for call in (lambda: evaluate(old, data, device="cpu"), lambda: load_run(old),
-                 lambda: fit(tiny_config(epochs=2), data, old, device="cpu", progress=False)):
+    for call in (lambda: evaluate(old, data, settings=CPU), lambda: load_run(old),
+                 lambda: fit(tiny_config(epochs=2), data, old, settings=CPU, progress=False)):
         with pytest.raises(RunError, match=f"\\.pt: not a run checkpoint of this ulvm version.*missing.*{missing}"):
             call()
     assert main(["test", "--run", str(old), "--device", "cpu"]) == 2

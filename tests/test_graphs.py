@@ -4,10 +4,12 @@ import copy
 import pytest
 import torch
 
-from ulvm.config import Config
+from ulvm.config import Config, RunSettings
 from ulvm.graphs import GraphedTrainStep, set_capturable, training_state_restored
+from ulvm.losses import loss_weights
 from ulvm.model import UltraLightVMUNet
-from ulvm.train import build_optimizer, fit, loss_weights, train_step
+from ulvm.optim import build_optimizer
+from ulvm.train import fit, train_step
 
 WEIGHTS = loss_weights(Config())
 
@@ -16,6 +18,9 @@ def _batches(device, n=3, batch=2, size=64):
     g = torch.Generator().manual_seed(5)
     return [(torch.rand(batch, 3, size, size, generator=g).to(device) * 255,
              (torch.rand(batch, 1, size, size, generator=g) > 0.5).float().to(device)) for _ in range(n)]
+
+
+TRITON = RunSettings(device="cuda", backend="triton")
 
 
 def _twins(backend="parallel", device="cpu", config=Config(), capturable=False):
@@ -86,13 +91,13 @@ def test_graphed_training_step_follows_the_eager_one(backend):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_graphed_run_interrupted_and_resumed_follows_an_uninterrupted_one(tmp_path, monkeypatch):
     """The graph is re-recorded after a resume, on the optimizer state loaded from last.pt."""
-    from test_train import interrupted_fit, tiny_config, write_tiny_prepared
+    from helpers import interrupted_fit, tiny_config, write_tiny_prepared
 
     data = write_tiny_prepared(tmp_path / "data")
-    config = tiny_config(backend="triton", augment="none", input_size=64)   # L >= 4 in every PVM layer
-    clean = fit(config, data, tmp_path / "clean", device="cuda", progress=False)
-    interrupted_fit(config, data, tmp_path / "cut", monkeypatch, after_epochs=2, device="cuda")
-    resumed = fit(config, data, tmp_path / "cut", device="cuda", progress=False)
+    config = tiny_config(augment="none", input_size=64)   # L >= 4 in every PVM layer
+    clean = fit(config, data, tmp_path / "clean", settings=TRITON, progress=False)
+    interrupted_fit(config, data, tmp_path / "cut", monkeypatch, after_epochs=2, settings=TRITON)
+    resumed = fit(config, data, tmp_path / "cut", settings=TRITON, progress=False)
     assert resumed.resumed_from_epoch == 2
     for row, clean_row in zip(resumed.history, clean.history):
         assert row["lr"] == pytest.approx(clean_row["lr"], rel=1e-6)

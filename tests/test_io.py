@@ -100,6 +100,7 @@ def test_umask_without_proc_is_read_once_and_restored(monkeypatch, umask):
 
 def test_prepared_dataset_is_readable_by_the_group(tmp_path, umask):
     from data_trees import make_folder
+
     from ulvm.data import prepare
 
     out = prepare("folder", make_folder(tmp_path / "raw", 10), tmp_path / "out", size=32, folds=0, workers=2)

@@ -4,8 +4,7 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix
 
-from ulvm.metrics import (bootstrap_ci, confusion, confusion_counts, per_image_metrics,
-                          pooled_metrics)
+from ulvm.metrics import bootstrap_ci, confusion, confusion_counts, per_image_metrics, pooled_metrics
 
 
 def _sklearn_metrics(probs, targets, threshold):

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_backends_agree
 from ulvm.complexity import count_params, mamba_param_formula, params_by_child
 from ulvm.model import PVMLayer, UltraLightVMUNet
 from ulvm.ssm import Mamba
@@ -54,18 +55,6 @@ def test_official_style_state_dict_loads_strictly_and_reproduces_the_output():
     with torch.no_grad():
         torch.testing.assert_close(target(x), source(x), rtol=1e-4, atol=1e-5)
 
-
-def assert_backends_agree(model, x, backend, baseline):
-    """Whole-model output and every parameter gradient of `backend` match `baseline` (fp32 tolerances)."""
-    results = {}
-    for name in (baseline, backend):
-        model.set_backend(name).zero_grad()
-        y = model(x)
-        y.mean().backward()
-        results[name] = (y.detach(), [p.grad.clone() for p in model.parameters()])
-    torch.testing.assert_close(results[backend][0], results[baseline][0], rtol=6e-4, atol=2e-3)
-    for grad, grad_baseline in zip(results[backend][1], results[baseline][1]):
-        torch.testing.assert_close(grad, grad_baseline, rtol=6e-4, atol=2e-3)
 
 
 def test_backends_agree_on_the_whole_model_forward_and_backward():

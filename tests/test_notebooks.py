@@ -13,8 +13,8 @@ import time
 import nbformat
 import pytest
 import yaml
-
 from book_session import REPO, executed_notebooks
+
 from ulvm.reproduce import NotebookFailed, list_notebooks, reproduce
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))

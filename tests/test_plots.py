@@ -25,8 +25,9 @@ def test_paired_comparison_counts_each_test_image_once():
 
 
 def test_summary_table_rows_follow_the_papers_order():
-    from ulvm.plots import load_recorded_runs, summary_table
     from conftest import REPO
+
+    from ulvm.plots import load_recorded_runs, summary_table
 
     recorded = load_recorded_runs(REPO / "book" / "results" / "ph2_cv" / "test_ph2")
     table = summary_table(recorded)

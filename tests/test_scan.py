@@ -4,25 +4,9 @@ import logging
 import pytest
 import torch
 
+from helpers import make_inputs
 from ulvm.errors import BackendUnavailable
-from ulvm.ssm import associative_scan, scan as scan_module, selective_scan
-
-
-def make_inputs(batch, d_inner, length, d_state=16, seed=0, dtype=torch.float32):
-    """Random inputs of the model's real shapes, with Mamba's real A init (A = -(1..N))."""
-    g = torch.Generator().manual_seed(seed)
-    A = -torch.arange(1, d_state + 1, dtype=dtype).repeat(d_inner, 1)
-    tensors = dict(
-        u=torch.randn(batch, d_inner, length, generator=g, dtype=dtype),
-        delta=torch.randn(batch, d_inner, length, generator=g, dtype=dtype) * 0.5,
-        A=A,
-        B=torch.randn(batch, d_state, length, generator=g, dtype=dtype),
-        C=torch.randn(batch, d_state, length, generator=g, dtype=dtype),
-        D=torch.randn(d_inner, generator=g, dtype=dtype),
-        z=torch.randn(batch, d_inner, length, generator=g, dtype=dtype),
-        delta_bias=torch.randn(d_inner, generator=g, dtype=dtype) * 0.1,
-    )
-    return {k: v.requires_grad_() for k, v in tensors.items()}
+from ulvm.ssm import associative_scan, backends, selective_scan
 
 
 def run(backend, inputs):
@@ -115,9 +99,9 @@ def test_unknown_backend_and_bad_shapes_are_clear_errors():
 
 
 def test_auto_logs_its_choice_once(caplog, monkeypatch):
-    monkeypatch.setattr(scan_module, "_announced", set())
+    monkeypatch.setattr(backends, "_announced", set())
     inputs = {k: v.detach() for k, v in make_inputs(1, 4, 8).items()}
-    with caplog.at_level(logging.INFO, logger="ulvm.ssm.scan"):
+    with caplog.at_level(logging.INFO, logger="ulvm.ssm.backends"):
         selective_scan(**inputs, backend="auto")
         selective_scan(**inputs, backend="auto")
     messages = [r.getMessage() for r in caplog.records if "chose" in r.getMessage()]
@@ -126,7 +110,7 @@ def test_auto_logs_its_choice_once(caplog, monkeypatch):
 
 
 def test_triton_backend_without_triton_says_why(monkeypatch):
-    monkeypatch.setattr(scan_module.triton_scan, "_kernels", lambda: (None, "triton is not importable (test)"))
+    monkeypatch.setattr(backends.triton_scan, "_kernels", lambda: (None, "triton is not importable (test)"))
     inputs = {k: v.detach() for k, v in make_inputs(1, 4, 8).items()}
     with pytest.raises(BackendUnavailable, match="backend 'triton' cannot run: triton is not importable"):
         selective_scan(**inputs, backend="triton")

@@ -8,63 +8,24 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import ulvm.train
+from helpers import CPU, interrupted_fit, tiny_config, write_tiny_prepared
 from ulvm.checkpoint import read_checkpoint
-from ulvm.config import Config
-from ulvm.data import prepare
-from ulvm.errors import RunError
-from ulvm.train import fit, lr_schedule
+from ulvm.config import Config, RunSettings
+from ulvm.data.tensors import to_input_size
+from ulvm.errors import RunError, UlvmError
+from ulvm.optim import lr_schedule
+from ulvm.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_tiny_prepared(root: Path, n: int = 20, size: int = 32, seed: int = 0) -> Path:
-    """A handful of dark discs on a noisy light background, prepared at `size` with a 12/4/4 split."""
-    rng = np.random.default_rng(seed)
-    raw = root / "raw"
-    (raw / "images").mkdir(parents=True)
-    (raw / "masks").mkdir()
-    rows, cols = np.mgrid[:48, :48]
-    for i in range(n):
-        cy, cx = rng.uniform(15, 33, 2)
-        lesion = (rows - cy) ** 2 + (cols - cx) ** 2 < rng.uniform(6, 13) ** 2
-        image = rng.normal(180, 20, (48, 48, 3))
-        image[lesion] -= 90
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(raw / "images" / f"disc{i:02d}.png")
-        Image.fromarray(lesion.astype(np.uint8) * 255).save(raw / "masks" / f"disc{i:02d}.png")
-    counts = (n - 8, 4, 4)
-    return prepare("folder", raw, root / "prepared", size=size, counts=counts, folds=0, workers=1)
-
-
-def tiny_config(**overrides) -> Config:
-    """The quick profile shrunk to the tiny data: 32x32, batch 4, the parallel scan (fastest on CPU)."""
-    values = dict(input_size=32, epochs=3, batch_size=4, backend="parallel", max_images=None, t_max=3)
-    values.update(overrides)
-    return Config.profile("quick", **values)
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     return write_tiny_prepared(tmp_path_factory.mktemp("tiny"))
-
-
-def interrupted_fit(config, data, out_dir, monkeypatch, after_epochs: int, device: str = "cpu") -> None:
-    """Run `fit` and stop it (KeyboardInterrupt) right after epoch `after_epochs` was checkpointed."""
-    real_write_log = ulvm.train.write_log
-
-    def write_log_then_stop(path, history):
-        real_write_log(path, history)
-        if len(history) == after_epochs:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(ulvm.train, "write_log", write_log_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        fit(config, data, out_dir, device=device, progress=False)
-    monkeypatch.undo()
 
 
 def test_resume_on_another_kind_of_device_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
@@ -74,7 +35,7 @@ def test_resume_on_another_kind_of_device_is_a_clear_error(tiny_data, tmp_path, 
     checkpoint["rng"]["generators"]["batch_augment"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA Philox state
     torch.save(checkpoint, run / "last.pt")
     with pytest.raises(RunError, match=r"last.pt: cannot continue this run's random streams on cpu .*trained on"):
-        fit(tiny_config(), tiny_data, run, device="cpu", progress=False)
+        fit(tiny_config(), tiny_data, run, settings=CPU, progress=False)
 
 
 def _weights(path):
@@ -86,9 +47,9 @@ def _losses(history):
 
 
 def test_same_seed_same_losses_and_weights_on_cpu(tiny_data, tmp_path):
-    first = fit(tiny_config(), tiny_data, tmp_path / "a", device="cpu", progress=False)
-    second = fit(tiny_config(), tiny_data, tmp_path / "b", device="cpu", progress=False)
-    other_seed = fit(tiny_config(seed=7, epochs=1), tiny_data, tmp_path / "c", device="cpu", progress=False)
+    first = fit(tiny_config(), tiny_data, tmp_path / "a", settings=CPU, progress=False)
+    second = fit(tiny_config(), tiny_data, tmp_path / "b", settings=CPU, progress=False)
+    other_seed = fit(tiny_config(seed=7, epochs=1), tiny_data, tmp_path / "c", settings=CPU, progress=False)
     assert _losses(first.history) == _losses(second.history)
     assert all(torch.equal(a, b) for a, b in zip(_weights(first.last_path).values(),
                                                  _weights(second.last_path).values()))
@@ -107,24 +68,43 @@ def test_same_seed_same_losses_and_weights_on_cpu(tiny_data, tmp_path):
 @pytest.mark.parametrize("augment", ["batch", "none"])
 def test_other_augmentation_paths_train(tiny_data, tmp_path, augment):
     result = fit(tiny_config(epochs=1, augment=augment, drop_last=True), tiny_data, tmp_path / augment,
-                 device="cpu", progress=False)
+                 settings=CPU, progress=False)
     assert math.isfinite(result.history[0]["train_loss"])
 
 
 def test_finished_run_is_not_redone_unless_asked(tiny_data, tmp_path):
     config = tiny_config(epochs=1)
-    fit(config, tiny_data, tmp_path / "run", device="cpu", progress=False)
+    fit(config, tiny_data, tmp_path / "run", settings=CPU, progress=False)
     with pytest.raises(RunError, match="already finished.*--overwrite"):
-        fit(config, tiny_data, tmp_path / "run", device="cpu", progress=False)
+        fit(config, tiny_data, tmp_path / "run", settings=CPU, progress=False)
     with pytest.raises(RunError, match="different config.*differs in: epochs, parallel"):
-        fit(config.replace(parallel=2, epochs=2), tiny_data, tmp_path / "run", device="cpu", progress=False)
-    again = fit(config, tiny_data, tmp_path / "run", device="cpu", progress=False, overwrite=True)
+        fit(config.replace(parallel=2, epochs=2), tiny_data, tmp_path / "run", settings=CPU, progress=False)
+    again = fit(config, tiny_data, tmp_path / "run", settings=CPU, progress=False, overwrite=True)
     assert again.resumed_from_epoch == 0 and len(again.history) == 1
+
+
+@pytest.mark.parametrize("config,settings,message", [
+    (dict(model="fastnet"), CPU, "unknown model 'fastnet'; known models: unet, "),
+    ({}, RunSettings(device="cpu", backend="fast"), "unknown selective-scan backend 'fast'"),
+])
+def test_unknown_model_or_backend_is_refused_before_the_run_folder(tiny_data, tmp_path, config, settings, message):
+    with pytest.raises(UlvmError, match=message):
+        fit(tiny_config(**config), tiny_data, tmp_path / "run", settings=settings, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_book_reuses_a_finished_run_and_trains_a_missing_one(tiny_data, tmp_path):
+    from ulvm.book import train_or_reuse
+    config = tiny_config(epochs=1)
+    trained = train_or_reuse(config, tiny_data, tmp_path / "run", CPU)
+    reused = train_or_reuse(config, tiny_data, tmp_path / "run", CPU)
+    assert trained.wall_time_s > 0 and reused.wall_time_s == 0 and reused.history == trained.history
+    assert train_or_reuse(config.replace(seed=7), tiny_data, tmp_path / "other", CPU).wall_time_s > 0
 
 
 def test_fewer_train_images_than_a_dropped_batch_is_refused_before_the_run_folder(tiny_data, tmp_path):
     with pytest.raises(RunError, match="12 training images are fewer than batch_size=16 with drop_last"):
-        fit(tiny_config(batch_size=16, drop_last=True), tiny_data, tmp_path / "run", device="cpu", progress=False)
+        fit(tiny_config(batch_size=16, drop_last=True), tiny_data, tmp_path / "run", settings=CPU, progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -139,7 +119,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp
     monkeypatch.setattr(ulvm.train, "bce_dice_loss", loss_that_explodes_in_epoch_2)
     run = tmp_path / "nan"
     with pytest.raises(RunError, match="epoch 2: loss is not finite.*last good checkpoint kept.*epoch 1"):
-        fit(tiny_config(), tiny_data, run, device="cpu", progress=False)
+        fit(tiny_config(), tiny_data, run, settings=CPU, progress=False)
     assert read_checkpoint(run / "last.pt")["epoch"] == 1
     assert read_checkpoint(run / "best.pt")["epoch"] == 1
 
@@ -182,10 +162,10 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_
     killed_at = read_checkpoint(run / "last.pt")["epoch"]
     assert 2 <= killed_at < epochs, "the run finished before it could be killed: make the test run longer"
 
-    resumed = fit(config, tiny_data, run, device="cpu", progress=False)     # resumes automatically
+    resumed = fit(config, tiny_data, run, settings=CPU, progress=False)     # resumes automatically
     assert resumed.resumed_from_epoch == killed_at
 
-    clean = fit(config, tiny_data, tmp_path / "clean", device="cpu", progress=False)
+    clean = fit(config, tiny_data, tmp_path / "clean", settings=CPU, progress=False)
     assert _losses(resumed.history) == _losses(clean.history)
     clean_weights, resumed_weights = _weights(clean.last_path), _weights(resumed.last_path)
     assert all(torch.equal(resumed_weights[k], clean_weights[k]) for k in clean_weights)
@@ -197,5 +177,5 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_
 def test_resizing_to_the_input_size_keeps_targets_in_range():
     images = torch.full((2, 3, 256, 256), 255.0)
     masks = torch.ones(2, 1, 256, 256)
-    images, masks = ulvm.train.to_input_size(images, masks, tiny_config(input_size=64))
+    images, masks = to_input_size(images, masks, 64)
     assert masks.shape == (2, 1, 64, 64) and masks.max() <= 1.0 and images.max() <= 255.0

@@ -12,7 +12,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from test_scan import assert_matches_reference, make_inputs  # noqa: E402
+from helpers import assert_matches_reference, make_inputs  # noqa: E402
 from ulvm.errors import BackendUnavailable  # noqa: E402
 from ulvm.ssm import selective_scan, triton_scan  # noqa: E402
 

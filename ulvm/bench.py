@@ -31,16 +31,19 @@ import torch
 
 from .config import Config
 from .graphs import GraphedTrainStep, capture_cuda_graph
+from .losses import loss_weights
 from .model import UltraLightVMUNet
+from .optim import build_optimizer
 from .runtime import describe_machine, resolve_device
-from .ssm import cuda_kernels, triton_scan
-from .train import build_optimizer, loss_weights, train_step
+from .ssm import REGISTRY, Mamba
+from .ssm.cuda_kernels import has_causal_conv1d
+from .train import train_step
 
 MAX_REL_ERROR = 1e-4     # fp32 tolerance of the benchmark (issue 6)
 
 
 @dataclass
-class Path:
+class BenchPath:
     name: str
     backend: str
     fast_path: bool = True
@@ -49,26 +52,26 @@ class Path:
     compile: bool = False
 
 
-def available_paths(device: torch.device) -> list[Path]:
+def available_paths(device: torch.device) -> list[BenchPath]:
     paths = []
-    if device.type == "cuda" and cuda_kernels.available():
-        if cuda_kernels.has_causal_conv1d():
-            paths.append(Path("mamba-ssm fused", "cuda", fast_path=True))
-        paths.append(Path("mamba-ssm unfused", "cuda", fast_path=False))
-    paths.append(Path("reference", "reference", train=device.type == "cuda"))
-    paths.append(Path("parallel", "parallel"))
+    if device.type == "cuda" and not REGISTRY["cuda"].why_unavailable():
+        if has_causal_conv1d():
+            paths.append(BenchPath("mamba-ssm fused", "cuda", fast_path=True))
+        paths.append(BenchPath("mamba-ssm unfused", "cuda", fast_path=False))
+    paths.append(BenchPath("reference", "reference", train=device.type == "cuda"))
+    paths.append(BenchPath("parallel", "parallel"))
     if device.type == "cuda":
-        paths.append(Path("parallel + graph", "parallel", graph=True))
-        if not triton_scan.why_unavailable():
-            paths += [Path("triton", "triton"), Path("triton + graph", "triton", graph=True),
-                      Path("triton + compile + graph", "triton", graph=True, compile=True)]
+        paths.append(BenchPath("parallel + graph", "parallel", graph=True))
+        if not REGISTRY["triton"].why_unavailable():
+            paths += [BenchPath("triton", "triton"), BenchPath("triton + graph", "triton", graph=True),
+                      BenchPath("triton + compile + graph", "triton", graph=True, compile=True)]
     return paths
 
 
-def _configure(model: UltraLightVMUNet, path: Path) -> UltraLightVMUNet:
+def _configure(model: UltraLightVMUNet, path: BenchPath) -> UltraLightVMUNet:
     model.set_backend(path.backend)
     for module in model.modules():
-        if hasattr(module, "use_fast_path"):
+        if isinstance(module, Mamba):
             module.use_fast_path = path.fast_path
     return model
 

@@ -26,8 +26,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .config import Config
 from .errors import RunError
 from .io import atomic_torch_save
+from .model import build_model
 
 FORMAT = "ulvm-checkpoint/1"
 _WRAPPER_KEYS = ("model", "model_state_dict", "state_dict")
@@ -112,27 +114,25 @@ def load_model_state(model: torch.nn.Module, path_or_state: str | Path | Mapping
     return model
 
 
-def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "checkpoint"):
-    """`(model, config)` from one of our checkpoints: the model its config describes, with its weights."""
-    from .config import Config
-    from .train import build_model
-
+def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "checkpoint", backend: str = "auto"):
+    """`(model, config)` from one of our checkpoints: the model its config describes, with its weights,
+    in eval mode (`backend`: the selective-scan backend it runs with)."""
     if "config" not in checkpoint:  # official weights: their architecture is not recorded in the file
         raise RunError(f"{source}: no config in this checkpoint (not written by ulvm); build the model and "
                        "load the weights with load_model_state")
     config = Config.from_dict(checkpoint["config"], source=source)
-    model = build_model(config)
+    model = build_model(config, backend)
     load_model_state(model, checkpoint)
     return model.eval(), config
 
 
-def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"):
+def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu", backend: str = "auto"):
     """The model of a run folder and its config: `(model, config)`.
 
     `which` = "best" (lowest validation loss, what the paper tests) or "last".
     """
     path = Path(run_dir) / f"{which}.pt"
-    model, config = model_from_checkpoint(read_run_checkpoint(path), source=str(path))
+    model, config = model_from_checkpoint(read_run_checkpoint(path), source=str(path), backend=backend)
     return model.to(device), config
 
 

@@ -12,6 +12,10 @@ Named profiles (`PROFILES`): `paper` (the protocol above) and `quick` (a few epo
 the images, sized for CPU: the book's default run and the tests). `Config.profile(name, **overrides)`
 builds one; `to_yaml`/`from_yaml` write and read it (the run folder keeps the exact config it ran with);
 the CLI turns `--flag value` into overrides. The book explains the protocol in the training chapter.
+
+`Config` holds the protocol only: what decides the result. How a run executes — device, selective-scan
+backend, CUDA graphs, evaluation batch size — is a `RunSettings`: it can change between a run and its
+resume, and two runs that differ only in it are the same run.
 """
 from __future__ import annotations
 
@@ -24,7 +28,6 @@ import yaml
 
 from .errors import UlvmError
 from .io import atomic_write_text
-from .ssm.scan import BACKENDS
 
 AUGMENT_MODES = ("auto", "paper", "batch", "none")
 SPLIT_ATT_MODES = ("fc", "conv")
@@ -39,6 +42,8 @@ class Config:
     profile_name: str = "paper"
 
     # --- model (UltraLightVMUNet's arguments) -----------------------------------------------------
+    model: str = "ultralight"        # or a baseline of the comparison chapter (ulvm.baselines.known();
+                                     # checked by ulvm.model.build_model)
     input_size: int = 256            # H = W; prepared data of another size is resized once on load
     input_channels: int = 3
     num_classes: int = 1
@@ -46,7 +51,6 @@ class Config:
     split_att: str = "fc"
     parallel: int = 4                # PVM layer: channels split into this many parallel Mamba chunks
     bridge: bool = True              # SC_Att_Bridge (spatial + channel attention skip connections)
-    backend: str = "auto"            # selective-scan backend: reference | parallel | triton | cuda | auto
 
     # --- optimisation -----------------------------------------------------------------------------
     epochs: int = 250
@@ -58,9 +62,6 @@ class Config:
     t_max: int = 50                  # CosineAnnealingLR period (half-cycle), in epochs
     eta_min: float = 1e-5
     amp: bool = False                # mixed precision on CUDA (the paper trains in fp32)
-    cuda_graph: bool = True          # on CUDA, replay full-batch training steps as a CUDA graph
-                                     # (ulvm.graphs; same maths, ~1,000 launches become one; not with
-                                     # amp or with mamba-ssm's kernels, backend "cuda")
 
     # --- loss: bce_weight * BCE + dice_weight * (1 - mean over the batch of per-image Dice) ---------
     bce_weight: float = 1.0
@@ -80,7 +81,6 @@ class Config:
     seed: int = 42
     threshold: float = 0.5           # prediction = prob >= threshold (the soft ground truth is always cut
                                      # at 0.5, ulvm.metrics.GT_THRESHOLD, as in the official test loop)
-    eval_batch_size: int = 8         # validation/test batch (results do not depend on it)
 
     def __post_init__(self) -> None:
         problems = [problem for f in fields(self) if (problem := self._coerce(f.name, f.type))]
@@ -97,9 +97,7 @@ class Config:
             problems.append(f"split_att={self.split_att!r} must be one of {SPLIT_ATT_MODES}")
         if self.augment not in AUGMENT_MODES:
             problems.append(f"augment={self.augment!r} must be one of {AUGMENT_MODES}")
-        if self.backend not in ("auto",) + BACKENDS:
-            problems.append(f"backend={self.backend!r} must be one of {('auto',) + BACKENDS}")
-        for name in ("epochs", "batch_size", "t_max", "eval_batch_size", "num_classes", "input_channels"):
+        for name in ("epochs", "batch_size", "t_max", "num_classes", "input_channels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_images is not None and self.max_images < 1:
@@ -162,8 +160,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "Config":
+        """Read a config written by `to_dict`; the run settings that older versions kept in the config
+        (backend, cuda_graph, eval_batch_size) are dropped: they never decided a result."""
         if not isinstance(values, dict):
             raise UlvmError(f"{source}: expected a mapping of config fields, got {type(values).__name__}")
+        values = {key: value for key, value in values.items() if key not in FORMER_RUN_SETTINGS}
         try:
             return cls().replace(**values)
         except UlvmError as error:
@@ -186,6 +187,25 @@ class Config:
         except yaml.YAMLError as error:
             raise UlvmError(f"{path}: not valid YAML ({error})") from None
         return cls.from_dict(values or {}, source=str(path))
+
+
+FORMER_RUN_SETTINGS = ("backend", "cuda_graph", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run executes; none of it changes what is computed (beyond floating-point summation order)."""
+
+    device: str = "auto"             # auto | cpu | cuda[:N]
+    backend: str = "auto"            # selective-scan backend (ulvm.ssm.backends): auto | reference | parallel | ...
+    cuda_graph: bool = True          # on CUDA, replay full-batch training steps as a CUDA graph (ulvm.graphs;
+                                     # same maths, ~1,000 launches become one; not with amp or with a backend
+                                     # that is not graph-safe)
+    eval_batch_size: int = 8         # validation/test batch
+
+    def __post_init__(self) -> None:       # the backend name is checked by ulvm.ssm.backends, where they live
+        if self.eval_batch_size < 1:
+            raise UlvmError(f"eval_batch_size={self.eval_batch_size} must be >= 1")
 
 
 PAPER = Config()

@@ -25,19 +25,20 @@ import numpy as np
 import torch
 
 from .checkpoint import model_from_checkpoint, read_run_checkpoint
-from .config import Config
+from .config import Config, RunSettings
+from .data.tensors import load_data, split_tensors
 from .errors import RunError
+from .inference import predict_batches
 from .io import atomic_directory, atomic_write_bytes, atomic_write_json
 from .metrics import COUNT_NAMES, GT_THRESHOLD, bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
 from .runtime import describe_machine, resolve_device
-from .train import load_data, predict, split_tensors
 from .version import code_version
 
 CI_LEVEL = 0.95
 
 
 def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = None,
-             device: str = "auto", bootstrap: int = 1000, config: Config | None = None,
+             settings: RunSettings | None = None, bootstrap: int = 1000, config: Config | None = None,
              save_predictions: str | Path | bool | None = None) -> dict[str, Any]:
     """Metrics of a run folder's `best.pt` (or of a model with `config`) on one split of `data`.
 
@@ -47,7 +48,8 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
     folder's `predictions_<data>_<split>[_fold<k>]/`, named like the results file.
     """
     started = time.perf_counter()
-    device = resolve_device(device)
+    settings = settings or RunSettings()
+    device = resolve_device(settings.device)
     prepared = load_data(data)
     run_info: dict[str, Any] = {}
     if isinstance(run_dir_or_model, torch.nn.Module):
@@ -55,7 +57,7 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
     else:
         run_dir = Path(run_dir_or_model)
         checkpoint = read_run_checkpoint(run_dir / "best.pt")
-        model, config = model_from_checkpoint(checkpoint, source=str(run_dir / "best.pt"))
+        model, config = model_from_checkpoint(checkpoint, source=str(run_dir / "best.pt"), backend=settings.backend)
         model = model.to(device)
         same_data = checkpoint["data"]["content_hash"] == prepared.content_hash
         run_info = {"run_dir": str(run_dir), "checkpoint": "best.pt", "best_epoch": checkpoint["epoch"],
@@ -72,7 +74,7 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
 
     images, masks, ids = split_tensors(prepared, split, eval_config, device)
     counts, kept = [], []
-    for part, probs in predict(model, images, config.eval_batch_size):
+    for part, probs in predict_batches(model, images, settings.eval_batch_size):
         counts.append(confusion_counts(probs, masks[part], config.threshold))       # (batch, 4) on device
         if save_predictions is not None:
             kept.append(probs.cpu())

@@ -40,3 +40,8 @@ def bce_dice_per_image(probs: torch.Tensor, targets: torch.Tensor, *, bce_weight
 def bce_dice_loss(probs: torch.Tensor, targets: torch.Tensor, **weights: float) -> torch.Tensor:
     """The training loss of one batch (a scalar): the batch mean of `bce_dice_per_image`."""
     return bce_dice_per_image(probs, targets, **weights).mean()
+
+
+def loss_weights(config) -> dict[str, float]:
+    """The loss keywords of a `ulvm.config.Config`: `bce_dice_loss(probs, masks, **loss_weights(config))`."""
+    return {"bce_weight": config.bce_weight, "dice_weight": config.dice_weight, "smooth": config.dice_smooth}

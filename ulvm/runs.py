@@ -110,3 +110,9 @@ def open_tensorboard(run_dir: Path, start_epoch: int):
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch + 1)
+
+
+def epoch_line(row: dict[str, float], epochs: int, is_best: bool) -> str:
+    return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.2e}  train {row['train_loss']:.4f}  "
+            f"val {row['val_loss']:.4f}  val DSC {row['val_dsc']:.4f}  {row['epoch_time_s']:.1f}s"
+            + ("  *best" if is_best else ""))

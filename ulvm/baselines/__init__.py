@@ -51,11 +51,13 @@ def known() -> list[str]:
     return list(MODELS)
 
 
-def build(name: str, **kwargs) -> nn.Module:
-    """The model `name` (one of `known()`), built with `kwargs` (num_classes, input_channels, backend, ...)."""
+def build(name: str, backend: str = "auto", **kwargs) -> nn.Module:
+    """The model `name` (one of `known()`), built with `kwargs` (num_classes, input_channels, ...).
+    `backend` (the selective-scan backend) reaches the models that have a scan (those with `set_backend`)."""
     if name not in MODELS:
         raise UlvmError(f"unknown model {name!r}; known models: {', '.join(known())}")
-    return MODELS[name](**kwargs)
+    model = MODELS[name]
+    return model(backend=backend, **kwargs) if hasattr(model, "set_backend") else model(**kwargs)
 
 
 __all__ = ["EGEUNet", "LightMUNet", "MALUNet", "MODELS", "REPORTED", "UNeXtS", "UNet", "VMUNet", "build", "known"]

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..model import official_init_
+from ..model.ultralight import official_init_
 
 CHANNELS = (8, 16, 24, 32, 48, 64)
 

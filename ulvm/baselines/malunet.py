@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..model import SC_Att_Bridge
+from ..model.bridge import SC_Att_Bridge
 from ._blocks import CHANNELS, SixStageUNet
 
 

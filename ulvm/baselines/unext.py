@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..model import official_init_
+from ..model.ultralight import official_init_
 
 
 def shift_groups(tokens: torch.Tensor, height: int, width: int, dim: int, groups: int = 5) -> torch.Tensor:

@@ -2,25 +2,29 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import yaml
 
-from ..config import AUGMENT_MODES, PROFILES, Config
+from ..config import AUGMENT_MODES, PROFILES, Config, RunSettings
 from ..errors import UlvmError
-from ..ssm import BACKENDS
 
 # Flags named in the protocol; any other config field is set with `--set field=value`.
 _FIELD_FLAGS = {
     "parallel": dict(type=int, choices=(1, 2, 4), help="PVM parallel chunks (paper: 4)"),
     "seed": dict(type=int, help="random seed (paper: 42)"),
     "fold": dict(type=int, help="cross-validation fold of the prepared data"),
-    "backend": dict(choices=("auto",) + BACKENDS, help="selective-scan backend"),
+    "model": dict(help="architecture: ultralight (default) or a baseline: unet, unext_s, malunet, egeunet, "
+                       "vmunet, lightmunet"),
     "epochs": dict(type=int, help="number of epochs (paper: 250)"),
     "batch_size": dict(type=int, help="training batch (paper: 8)"),
     "augment": dict(choices=AUGMENT_MODES, help="training augmentation path"),
     "max_images": dict(type=int, help="use at most this many train and val images"),
 }
+_PROFILE_HELP = ("named config: 'paper' (the default) = the paper's protocol, 256², 250 epochs on every "
+                 "image (a GPU job: about 5 minutes on an H200, days on a CPU); 'quick' = 64², 6 epochs, at "
+                 "most 64 train and val images (a minute or two on a CPU)")
 _THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a shared small machine use 1: "
                  "this tiny model gains little from threads and slows badly when a core is busy")
 
@@ -34,7 +38,7 @@ def register(sub) -> None:
                                                  "under data/, created if missing)")
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
     start = train.add_mutually_exclusive_group()
-    start.add_argument("--profile", choices=tuple(PROFILES), help="named config (default: paper)")
+    start.add_argument("--profile", choices=tuple(PROFILES), help=_PROFILE_HELP)
     start.add_argument("--config", type=Path, help="YAML config file (instead of --profile)")
     for name, options in _FIELD_FLAGS.items():
         train.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **options)
@@ -44,13 +48,13 @@ def register(sub) -> None:
                        help="mixed precision on CUDA (off in the paper)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                        help="override any config field (value parsed as YAML), repeatable")
-    train.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    train.add_argument("--threads", type=int, help=_THREADS_HELP)
+    add_settings_flags(train)
     train.add_argument("--overwrite", action="store_true", help="start again even if RUN holds a run")
     train.add_argument("--no-resume", dest="resume", action="store_false",
                        help="refuse to continue an unfinished run in RUN")
     train.add_argument("--no-test", dest="test", action="store_false", help="skip the final test")
-    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    train.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no progress bars (the one-line summary of each epoch is still printed)")
     train.set_defaults(func=run_train)
 
     test = sub.add_parser("test", help="test a run's best.pt the paper's way (pooled metrics + CI)",
@@ -59,10 +63,10 @@ def register(sub) -> None:
     test.add_argument("--run", type=Path, required=True, help="run folder written by `ulvm train`")
     test.add_argument("--data", type=Path, help="prepared dataset (default: the one the run trained on); "
                                                 "another one = external validation")
-    test.add_argument("--split", default="test", choices=("train", "val", "test"))
+    test.add_argument("--split", default="test", choices=("train", "val", "test"),
+                      help="which split of --data to test on (default test)")
     test.add_argument("--fold", type=int, help="fold of --data (default: the run's own fold on its own data)")
-    test.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    test.add_argument("--threads", type=int, help=_THREADS_HELP)
+    add_settings_flags(test)
     test.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the DSC CI")
     test.add_argument("--save-predictions", action="store_true",
                       help="also write prediction masks and overlays (PNG) into RUN/predictions_<data>_<split>[_fold<k>]/")
@@ -96,10 +100,26 @@ def register(sub) -> None:
     version.set_defaults(func=run_version)
 
 
-def _set_threads(args: argparse.Namespace) -> None:
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """How the command runs (`ulvm.config.RunSettings`): never part of a run's identity."""
+    group = parser.add_argument_group("how it runs (does not change the result)")
+    group.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    group.add_argument("--backend", default="auto",
+                       help="selective-scan backend: auto | reference | parallel | triton | cuda (default auto: "
+                            "triton on a GPU, parallel on a CPU)")
+    group.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
+                       help="train eagerly on CUDA instead of replaying each step as a CUDA graph")
+    group.add_argument("--eval-batch-size", type=int, default=8, help="validation/test batch (default 8)")
+    group.add_argument("--threads", type=int, help=_THREADS_HELP)
+
+
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    """The run settings of a command; also sets torch's CPU threads when asked."""
     if args.threads is not None:
         import torch
         torch.set_num_threads(args.threads)
+    return RunSettings(device=args.device, backend=args.backend, cuda_graph=args.cuda_graph,
+                       eval_batch_size=args.eval_batch_size)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -119,18 +139,18 @@ def run_train(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, summary_line, write_results
     from ..train import fit
 
-    _set_threads(args)
+    settings = settings_from_args(args)
     config = config_from_args(args)
     data = args.data
     if data is None:
         from ..data import default_dataset
         data = default_dataset()
-    result = fit(config, data, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite,
-                 progress=args.progress)
+    result = fit(config, data, args.out, settings=settings, resume=args.resume, overwrite=args.overwrite,
+                 progress=args.progress, on_epoch=print)
     print(f"trained {args.out}: best epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}), "
           f"{result.wall_time_s:.1f}s on {result.device}")
     if args.test:
-        results = evaluate(args.out, data, device=args.device)
+        results = evaluate(args.out, data, settings=settings)
         path = write_results(results, args.out)
         print(summary_line(results))
         print(f"results: {path}")
@@ -141,11 +161,20 @@ def run_test(args: argparse.Namespace) -> int:
     from ..checkpoint import read_run_checkpoint
     from ..evaluate import evaluate, summary_line, write_results
 
-    _set_threads(args)
+    settings = settings_from_args(args)
+    checkpoint = read_run_checkpoint(args.run / "best.pt")
+    last = read_run_checkpoint(args.run / "last.pt") if (args.run / "last.pt").is_file() else checkpoint
+    epochs = Config.from_dict(last["config"], source=str(args.run / "last.pt")).epochs
+    if last["epoch"] < epochs:
+        print(f"ulvm test: warning: {args.run} has not finished training (epoch {last['epoch']} of {epochs}); "
+              "testing its best.pt so far", file=sys.stderr)
     data = args.data
     if data is None:
-        data = Path(read_run_checkpoint(args.run / "best.pt")["data"]["root"])
-    results = evaluate(args.run, data, split=args.split, fold=args.fold, device=args.device,
+        data = Path(checkpoint["data"]["root"])
+        if not data.is_dir():
+            raise UlvmError(f"{data}: the dataset {args.run / 'best.pt'} was trained on is not there (the path "
+                            "is the one stored in the checkpoint); pass --data")
+    results = evaluate(args.run, data, split=args.split, fold=args.fold, settings=settings,
                        bootstrap=args.bootstrap, save_predictions=args.save_predictions)
     path = write_results(results, args.run)
     print(summary_line(results))

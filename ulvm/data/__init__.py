@@ -6,20 +6,29 @@ raw files -> `layouts` (one adapter per layout) -> `checks` -> `prepare` (resize
 image at a time) or, for a whole split held on the GPU, `paper_normalize` + `augment_batch` per batch
 (the training loop, `ulvm.train`, does this).
 """
-from .augment import AugmentParams, augment_batch, draw_params, paper_augment, transform_batch, transform_numpy
-from .dataset import SegmentationDataset, paper_normalize, seeded_generator, split_statistics, worker_init_fn
+from importlib import import_module
+
 from .download import PH2_INSTRUCTIONS, check_archive, download, fetch
 from .layouts import parse_ph2_diagnoses, raw_samples
 from .prepare import KINDS, PreparedDataset, load_prepared, prepare
 from .splits import PAPER_COUNTS, kfold_splits, seeded_split
 from .synthetic import default_dataset
 
+# The torch-based pieces load on first use, so `ulvm --help` and `ulvm prepare` do not load torch.
+_TORCH_API = {
+    "AugmentParams": "augment", "augment_batch": "augment", "draw_params": "augment",
+    "paper_augment": "augment", "transform_batch": "augment", "transform_numpy": "augment",
+    "SegmentationDataset": "dataset", "paper_normalize": "dataset", "seeded_generator": "dataset",
+    "split_statistics": "dataset", "worker_init_fn": "dataset",
+}
 __all__ = [
-    "AugmentParams", "augment_batch", "draw_params", "paper_augment", "transform_batch", "transform_numpy",
-    "SegmentationDataset", "paper_normalize", "seeded_generator", "split_statistics", "worker_init_fn",
-    "PH2_INSTRUCTIONS", "check_archive", "download", "fetch",
-    "parse_ph2_diagnoses", "raw_samples",
-    "KINDS", "PreparedDataset", "load_prepared", "prepare",
-    "PAPER_COUNTS", "kfold_splits", "seeded_split",
+    *_TORCH_API, "PH2_INSTRUCTIONS", "check_archive", "download", "fetch", "parse_ph2_diagnoses", "raw_samples",
+    "KINDS", "PreparedDataset", "load_prepared", "prepare", "PAPER_COUNTS", "kfold_splits", "seeded_split",
     "default_dataset",
 ]
+
+
+def __getattr__(name: str):
+    if name in _TORCH_API:
+        return getattr(import_module(f"{__name__}.{_TORCH_API[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,8 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import cuda_kernels
-from .scan import resolve_backend, selective_scan
+from .backends import resolve
 
 
 class Mamba(nn.Module):
@@ -77,23 +76,19 @@ class Mamba(nn.Module):
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias[:, None]
         A = -torch.exp(self.A_log.float())                                # (E, N), always < 0
-        backend = resolve_backend(self.backend, hidden_states)
-        if backend == "cuda" and self.use_fast_path and cuda_kernels.has_causal_conv1d():
-            return cuda_kernels.mamba_inner_fn(
-                xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
-                self.out_proj.weight, self.out_proj.bias, A, None, None, self.D.float(),
-                delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        backend = resolve(self.backend, hidden_states)
+        if backend.fused_block is not None:                               # mamba-ssm's fused block, when it can
+            fused = backend.fused_block(self, xz, A)
+            if fused is not None:
+                return fused
 
         x, z = xz.chunk(2, dim=1)                                         # (batch, E, L) each
-        if backend == "cuda" and cuda_kernels.has_causal_conv1d():
-            x = cuda_kernels.causal_conv1d_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias,
-                                              activation="silu")
-        else:
-            x = F.silu(self.conv1d(x)[..., :length])                      # causal: drop the look-ahead
+        fused_conv = backend.conv_silu(x, self.conv1d.weight, self.conv1d.bias) if backend.conv_silu else None
+        x = fused_conv if fused_conv is not None else F.silu(self.conv1d(x)[..., :length])  # causal: drop look-ahead
         x_dbl = self.x_proj(x.transpose(1, 2))                            # (batch, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj.weight @ dt.transpose(1, 2)                  # (batch, E, L), bias added in the scan
-        y = selective_scan(x, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-                           self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
-                           delta_softplus=True, backend=backend)          # (batch, E, L)
+        y = backend.selective_scan(x, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+                                   self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
+                                   delta_softplus=True)                   # (batch, E, L)
         return self.out_proj(y.transpose(1, 2))                           # (batch, L, d_model)

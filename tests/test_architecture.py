@@ -1,0 +1,98 @@
+"""The house rules of `ulvm`, checked: each room imports only rooms at its level or below, and no two
+modules import each other, directly or in a loop (lazy imports inside functions count too).
+
+The levels (the README's "How the code is organised" describes each room):
+"""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ulvm"
+
+# room -> level; a room is a top-level module or subpackage of ulvm.
+LEVELS = {
+    "errors": 0, "io": 0, "version": 0, "paper": 0,
+    "config": 1,
+    "ssm": 2, "metrics": 2, "losses": 2, "runtime": 2,
+    "model": 3, "baselines": 3, "data": 3,
+    "complexity": 4, "checkpoint": 4, "graphs": 4, "optim": 4, "inference": 4, "runs": 4, "pretrained": 4,
+    "train": 5, "evaluate": 5, "bench": 5, "predict": 5, "export": 5,
+    "experiments": 6, "sweep": 6, "book": 6, "reproduce": 6, "plots": 6,
+    "cli": 7, "__init__": 7, "__main__": 7,
+}
+LOWER_ROOMS = ("data", "model", "ssm", "config")
+ENGINE = ("train", "evaluate", "experiments", "sweep", "reproduce", "book", "bench", "predict", "export")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every ulvm module `path` imports, at the top or inside a function."""
+    here = module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("ulvm")}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + (node.module.split(".") if node.module else []))
+            if target.startswith("ulvm"):   # `from pkg import submodule` imports the submodule, else pkg
+                found |= {f"{target}.{a.name}" if f"{target}.{a.name}" in MODULES else target for a in node.names}
+    return found
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+GRAPH = {name: {m for m in imported_modules(path) if m in MODULES and m != name} for name, path in MODULES.items()}
+
+
+def test_every_room_has_a_level():
+    assert {room(m) for m in MODULES} <= set(LEVELS), {room(m) for m in MODULES} - set(LEVELS)
+
+
+def test_rooms_import_only_their_level_or_below():
+    wrong = [f"{m} (level {LEVELS[room(m)]}) imports {t} (level {LEVELS[room(t)]})"
+             for m, targets in GRAPH.items() for t in targets
+             if room(m) != room(t) and LEVELS[room(t)] > LEVELS[room(m)]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_lower_rooms_never_import_the_engine():
+    wrong = [f"{m} imports {t}" for m, targets in GRAPH.items() if room(m) in LOWER_ROOMS
+             for t in targets if room(t) in ENGINE]
+    assert not wrong
+
+
+def test_no_import_cycles():
+    state: dict[str, str] = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(GRAPH[node]):
+            if state.get(nxt) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_package_api_and_help_do_not_load_torch():
+    """`import ulvm` and `ulvm --help` stay instant: torch loads only when something needs it."""
+    import subprocess
+    import sys
+    code = ("import sys, ulvm, ulvm.cli; ulvm.cli.build_parser(); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
