@@ -9,6 +9,7 @@ from PIL import Image
 import ulvm.train
 from ulvm.config import Config, RunSettings
 from ulvm.data import prepare
+from ulvm.ssm import selective_scan
 from ulvm.train import fit
 
 CPU = RunSettings(device="cpu", backend="parallel")
@@ -81,3 +82,22 @@ def assert_backends_agree(model, x, backend, baseline):
     torch.testing.assert_close(results[backend][0], results[baseline][0], rtol=6e-4, atol=2e-3)
     for grad, grad_baseline in zip(results[backend][1], results[baseline][1]):
         torch.testing.assert_close(grad, grad_baseline, rtol=6e-4, atol=2e-3)
+
+
+def run_scan(backend, inputs):
+    """Output and every input gradient of `selective_scan` on `backend` (a fixed non-trivial upstream grad)."""
+    inputs = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    y = selective_scan(**inputs, delta_softplus=True, backend=backend)
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)
+    (y * weights).sum().backward()
+    return y.detach(), {k: v.grad for k, v in inputs.items()}
+
+
+def assert_matches_reference(backend, inputs):
+    """`backend`'s output and every input gradient equal the reference's (fp32 tolerances); returns them."""
+    y_ref, g_ref = run_scan("reference", inputs)
+    y, grads = run_scan(backend, inputs)
+    torch.testing.assert_close(y, y_ref, rtol=6e-4, atol=2e-3)
+    for name in g_ref:
+        torch.testing.assert_close(grads[name], g_ref[name], rtol=6e-4, atol=2e-3, msg=f"grad of {name}")
+    return y, grads

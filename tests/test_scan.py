@@ -4,27 +4,9 @@ import logging
 import pytest
 import torch
 
-from helpers import make_inputs
+from helpers import assert_matches_reference, make_inputs
 from ulvm.errors import BackendUnavailable
 from ulvm.ssm import associative_scan, backends, selective_scan
-
-
-def run(backend, inputs):
-    inputs = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
-    y = selective_scan(**inputs, delta_softplus=True, backend=backend)
-    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)   # a non-trivial upstream grad
-    (y * weights).sum().backward()
-    return y.detach(), {k: v.grad for k, v in inputs.items()}
-
-
-def assert_matches_reference(backend, inputs):
-    """`backend`'s output and every input gradient equal the reference's (fp32 tolerances); returns them."""
-    y_ref, g_ref = run("reference", inputs)
-    y, grads = run(backend, inputs)
-    torch.testing.assert_close(y, y_ref, rtol=6e-4, atol=2e-3)
-    for name in g_ref:
-        torch.testing.assert_close(grads[name], g_ref[name], rtol=6e-4, atol=2e-3, msg=f"grad of {name}")
-    return y, grads
 
 
 @pytest.mark.parametrize("length,d_inner", [(64, 24), (64, 32), (256, 16), (1024, 12)])
