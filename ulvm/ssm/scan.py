@@ -22,6 +22,8 @@ Backends:
                  mamba-ssm's `selective_scan_ref` (mamba_ssm/ops/selective_scan_interface.py).
     "parallel"   the same recurrence as an associative scan (log2 L vectorised steps), with a hand-written
                  backward that is the same scan run backwards in time. Fast on CPU and GPU.
+    "chunked"    a chunked closed form of plain tensor ops (Mamba-2's SSD algorithm), exportable to ONNX
+                 (`ulvm.ssm.chunked_scan`, `ulvm.export`).
     "triton"     the whole scan (bias, softplus, discretisation, C h, D u, gate) as ONE fused Triton kernel
                  forward and one backward (`ulvm.ssm.triton_scan`); CUDA tensors, fp32. Our GPU default.
     "cuda"       mamba-ssm's fused CUDA kernel `selective_scan_fn`, when it imports and tensors are on CUDA.
@@ -37,10 +39,11 @@ import torch.nn.functional as F
 
 from ..errors import BackendUnavailable
 from . import cuda_kernels, triton_scan
+from .chunked_scan import scan_chunked
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("reference", "parallel", "triton", "cuda")
+BACKENDS = ("reference", "parallel", "chunked", "triton", "cuda")
 _announced: set[tuple[str, str]] = set()
 
 
@@ -91,7 +94,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         delta = delta + delta_bias[:, None].to(work)
     if delta_softplus:
         delta = F.softplus(delta)
-    scan = scan_reference if backend == "reference" else scan_parallel
+    scan = {"reference": scan_reference, "chunked": scan_chunked}.get(backend, scan_parallel)
     y = scan(u, delta, A.to(work), B.to(work), C.to(work))         # (batch, D, L)
     if D is not None:
         y = y + u * D[:, None].to(work)
