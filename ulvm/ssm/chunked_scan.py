@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_CHUNK_SIZE = 16
+INTRA = ("recurrence", "segsum")
 
 
 def _causal_mask(size: int, device) -> torch.Tensor:
@@ -53,64 +54,95 @@ def _causal_mask(size: int, device) -> torch.Tensor:
 
 
 def segment_decay(S: torch.Tensor) -> torch.Tensor:
-    """exp(S_t - S_s) for s ≤ t, else 0, from cumulative log decays S (..., T, N) -> (..., T, T, N) [t, s, n]."""
+    """exp(S_t - S_s) for s ≤ t, else 0, from cumulative log decays S (..., T, N) -> (..., T, T, N) [t, s, n].
+
+    The difference is masked to -inf BEFORE the exponential: every factor is exp(≤ 0), nothing overflows.
+    """
     diff = S.unsqueeze(-2) - S.unsqueeze(-3)                                # [..., t, s, n] = S_t - S_s
     return diff.masked_fill(~_causal_mask(S.shape[-2], S.device), float("-inf")).exp()
 
 
-def segment_decay_exact(log_decay: torch.Tensor) -> torch.Tensor:
-    """Like `segment_decay` from the per-step log decays λ (..., K, N): exp(λ_{s+1} + ... + λ_t) for s ≤ t.
+def chunked_states(log_a: torch.Tensor, v: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                   intra: str = "recurrence") -> torch.Tensor:
+    """All states of h_t = exp(log_a_t) h_{t-1} + v_t (h_{-1} = 0) along dim -2: (..., L, N) -> (..., L, N).
 
-    Summing the masked copies of λ directly (Mamba-2's `segsum`) avoids subtracting two long cumulative
-    sums, whose rounding grows with the sequence; used across chunks, where K is small.
+    One level of chunking, then the same function on the K chunk-end states (chunks of chunks), so the
+    depth is log_T(L) and the graph has O(T log_T L) nodes whatever L is. `intra` solves one chunk:
+        "segsum"      h_t = Σ_{s ≤ t} exp(S_t - S_s) v_s with the (T, T, N) masked segment sums (SSD form)
+        "recurrence"  T unrolled steps h_t = Ā_t h_{t-1} + v_t, each on all chunks at once (in linear
+                      space: Ā = exp(log_a) ∈ [0, 1], products only shrink, so no logs are needed)
     """
-    size = log_decay.shape[-2]
-    strictly_lower = torch.ones(size, size, dtype=torch.bool, device=log_decay.device).tril(-1).unsqueeze(-1)
-    steps = log_decay.unsqueeze(-2).expand(*log_decay.shape[:-2], size, size, log_decay.shape[-1])
-    steps = steps.masked_fill(~strictly_lower, 0.0)                          # [t, s] = λ_t if t > s else 0
-    sums = steps.cumsum(-3)                                                  # [t, s] = Σ_{s<r≤t} λ_r
-    return sums.masked_fill(~_causal_mask(size, log_decay.device), float("-inf")).exp()
+    if intra == "recurrence":
+        return _states_recurrence(log_a.exp(), v, chunk_size)
+    if intra == "segsum":
+        return _states_segsum(log_a, v, chunk_size)
+    raise ValueError(f"intra must be one of {INTRA}, not {intra!r}")
 
 
-def scan_chunked(u, delta, A, B, C, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+def _chunks(x: torch.Tensor, chunk_size: int, pad_value: float):
+    """(..., L, N) -> (..., K, T, N), padding the time axis to K·T with `pad_value`."""
+    *lead, length, d_state = x.shape
+    T = max(2, min(chunk_size, length))
+    K = -(-length // T)
+    if K * T != length:
+        x = F.pad(x, (0, 0, 0, K * T - length), value=pad_value)
+    return x.reshape(*lead, K, T, d_state)
+
+
+def _unchunk(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(..., K, T, N) -> (..., L, N), dropping the padding."""
+    *lead, K, T, d_state = x.shape
+    return x.reshape(*lead, K * T, d_state)[..., :length, :]
+
+
+def _states_segsum(log_a, v, chunk_size):
+    length = log_a.shape[-2]
+    if length == 1:
+        return v
+    # padding: log Ā = 0 and v = 0, the state just carries on; the padded rows are dropped at the end
+    log_a, v = _chunks(log_a, chunk_size, 0.0), _chunks(v, chunk_size, 0.0)  # (..., K, T, N)
+    S = log_a.cumsum(-2)                                                     # S_t in its chunk
+    h = (segment_decay(S) * v.unsqueeze(-3)).sum(-2)                         # 1. Σ_{s≤t} exp(S_t - S_s) v_s
+    if h.shape[-3] > 1:
+        # 2. across chunks: the chunk-end states H_k obey the same recurrence one level up,
+        #    H_k = exp(Λ_k) H_{k-1} + h_end_k, with Λ_k = S_{T-1} the chunk's total log decay
+        H = _states_segsum(S[..., -1, :], h[..., -1, :], chunk_size)         # (..., K, N)
+        h_start = F.pad(H[..., :-1, :], (0, 0, 1, 0))                        # H_{k-1}, zero before chunk 0
+        h = h + S.exp() * h_start.unsqueeze(-2)                              # 3. h_t += exp(S_t) h_start
+    return _unchunk(h, length)
+
+
+def _states_recurrence(a, v, chunk_size):
+    length = a.shape[-2]
+    if length == 1:
+        return v
+    a, v = _chunks(a, chunk_size, 1.0), _chunks(v, chunk_size, 0.0)          # Ā = 1, v = 0 on the padding
+    a_t, v_t = a.unbind(-2), v.unbind(-2)                                    # T tensors (..., K, N)
+    h, P = [v_t[0]], [a_t[0]]                                                # h from a zero state; P_t = Π_{r≤t} Ā_r
+    for t in range(1, len(a_t)):
+        h.append(a_t[t] * h[-1] + v_t[t])
+        P.append(a_t[t] * P[-1])
+    h = torch.stack(h, dim=-2)                                               # (..., K, T, N)
+    if h.shape[-3] > 1:
+        H = _states_recurrence(P[-1], h[..., -1, :], chunk_size)             # chunk-end states (..., K, N)
+        h_start = F.pad(H[..., :-1, :], (0, 0, 1, 0))
+        h = h + torch.stack(P, dim=-2) * h_start.unsqueeze(-2)               # h_t += P_t h_start
+    return _unchunk(h, length)
+
+
+def scan_chunked(u, delta, A, B, C, chunk_size: int = DEFAULT_CHUNK_SIZE, intra: str = "recurrence") -> torch.Tensor:
     """y_t = C_t h_t with h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, h_{-1} = 0: the bare scan, (batch, D, L).
 
     Δ is the final step size (bias and softplus already applied), as for `scan_reference`.
     """
-    batch, d_inner, length = u.shape
-    d_state = A.shape[1]
-    T = max(1, min(chunk_size, length))
-    K = -(-length // T)
-    pad = K * T - length
-    if pad:   # Δ = 0 on the padding: Ā = 1 and B̄ u = 0 there; the padded outputs are dropped at the end
-        u, delta, B, C = (F.pad(t, (0, pad)) for t in (u, delta, B, C))
-
-    x = (delta * u).view(batch, d_inner, K, T)                               # Δ_t u_t          (b, D, K, T)
-    dA = delta.view(batch, d_inner, K, T, 1) * A[:, None, None, :]           # Δ_t A            (b, D, K, T, N)
-    S = dA.cumsum(3)                                                         # S_t in its chunk (b, D, K, T, N)
-    Bc = B.view(batch, d_state, K, T).permute(0, 2, 3, 1).unsqueeze(1)       # B_s              (b, 1, K, T, N)
-    Cc = C.view(batch, d_state, K, T).permute(0, 2, 3, 1).unsqueeze(1)       # C_t              (b, 1, K, T, N)
-
-    # 1. within each chunk: y_t = Σ_{s ≤ t} [Σ_n C_tn B_sn exp(S_tn - S_sn)] x_s
-    decay = segment_decay(S)                                                 # (b, D, K, T, T, N)
-    CB = Cc.unsqueeze(-2) * Bc.unsqueeze(-3)                                 # [t, s, n] = C_tn B_sn (b, 1, K, T, T, N)
-    y = ((decay * CB).sum(-1) @ x.unsqueeze(-1)).squeeze(-1)                 # (b, D, K, T)
-    if K == 1:
-        return y.reshape(batch, d_inner, K * T)[..., :length]
-
-    # 2. each chunk's end state from a zero start, and its total log decay Λ_k = S_{T-1}
-    h_end = (decay[:, :, :, -1] * Bc * x.unsqueeze(-1)).sum(3)               # (b, D, K, N)
-    # 3. the state entering chunk k: H_{k-1}, H_k = Σ_{j ≤ k} exp(Λ_{j+1} + ... + Λ_k) h_end_j
-    chunk_decay = segment_decay_exact(S[:, :, :, -1])                        # (b, D, K, K, N)
-    H = (chunk_decay * h_end.unsqueeze(2)).sum(3)                            # (b, D, K, N)
-    h_start = F.pad(H[:, :, :-1], (0, 0, 1, 0))                              # H_{k-1}, zero before chunk 0
-    # 4. the contribution of the entering state: y_t += Σ_n C_tn exp(S_tn) h_start_n
-    y = y + (Cc * S.exp() * h_start.unsqueeze(3)).sum(-1)                    # (b, D, K, T)
-    return y.reshape(batch, d_inner, K * T)[..., :length]
+    log_a = delta.unsqueeze(-1) * A[:, None, :]                              # Δ_t A = log Ā_t  (b, D, L, N)
+    v = (delta * u).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(1)           # B̄_t u_t        (b, D, L, N)
+    h = chunked_states(log_a, v, chunk_size, intra)                          # h_t             (b, D, L, N)
+    return (h * C.transpose(1, 2).unsqueeze(1)).sum(-1)                      # y_t = C_t h_t   (b, D, L)
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                           chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+                           chunk_size: int = DEFAULT_CHUNK_SIZE, intra: str = "recurrence") -> torch.Tensor:
     """`ulvm.ssm.selective_scan` with backend "chunked": same arguments, shapes and semantics, (batch, D, L).
 
     Computes in fp32 (fp64 inputs: in fp64) and returns u's dtype, like the other pure-PyTorch backends.
@@ -122,7 +154,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
         delta = delta + delta_bias[:, None].to(work)
     if delta_softplus:
         delta = F.softplus(delta)
-    y = scan_chunked(u, delta, A.to(work), B.to(work), C.to(work), chunk_size=chunk_size)
+    y = scan_chunked(u, delta, A.to(work), B.to(work), C.to(work), chunk_size=chunk_size, intra=intra)
     if D is not None:
         y = y + u * D[:, None].to(work)
     if z is not None:
