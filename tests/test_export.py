@@ -20,7 +20,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     torch.manual_seed(0)
-    model = UltraLightVMUNet(backend="parallel")
+    model = export.amplify_mamba_(UltraLightVMUNet(backend="parallel"))   # the scan shows in the output
     path = export.export_onnx(model, tmp_path_factory.mktemp("onnx") / "ulvm.onnx", size=SIZE)
     return model, path
 

@@ -159,6 +159,17 @@ def int8_difference(fp32_path, int8_path, n: int = 4, seed: int = 0) -> dict:
             "mask_disagreement": float(np.mean(disagree))}
 
 
+def amplify_mamba_(model: torch.nn.Module, factor: float = 300.0) -> torch.nn.Module:
+    """Scale every Mamba block's out_proj by `factor`, in place; returns the model. For checks with untrained
+    weights only: with the official init a Mamba branch's output is ~1e-4 of its input and the network output moves by ~1e-4 without it, so an error in the scan
+    would not show in the network's output (fp32 rounds it away); amplified, it does."""
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "out_proj") and hasattr(module, "A_log"):
+                module.out_proj.weight.mul_(factor)
+    return model
+
+
 def _median_ms(fn, repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
@@ -184,7 +195,7 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
 
     if model is None:
         torch.manual_seed(0)
-        model = UltraLightVMUNet(backend="parallel")
+        model = amplify_mamba_(UltraLightVMUNet(backend="parallel"))   # random weights where the scan matters
     model = copy.deepcopy(model).cpu().float().eval()
     x = _images(1, size, seed=0)
     rows: list[dict] = []

@@ -2,7 +2,7 @@
 
 Why another backend: the "parallel" backend writes into slices of a tensor in place (the Blelloch scan) and
 has a hand-written autograd Function; the "triton"/"cuda" backends are custom kernels. None of them export
-to ONNX. This one is made only of elementwise ops, cumulative sums, reductions and small matmuls, so
+to ONNX. This one is made only of elementwise ops, cumulative sums, reductions, pads and reshapes, so
 `torch.onnx.export` traces it into an ordinary graph (`ulvm.export`), and autograd differentiates it as is.
 
 Twins: the algorithm is Mamba-2's SSD "chunked" scan (Dao & Gu 2024, §6; `ssd_minimal_discrete` in
@@ -19,6 +19,7 @@ Glossary (as in `ulvm.ssm.scan`; T = chunk length, K = number of chunks = ceil(L
     dA      Δ_t A = log Ā_t, the log decay of a step (batch, D, K, T, N)
     S       S_t = Σ_{r ≤ t, same chunk} Δ_r A        (batch, D, K, T, N)   cumulative log decay in a chunk
     x       Δ_t u_t, so that B̄_t u_t = B_t x_t       (batch, D, K, T)
+    h       h_t, the state                           (batch, D, L, N)   (computed for all t, then C_t · h_t)
 
 The maths. Unrolling h_t = Ā_t h_{t-1} + B_t x_t from the state h_0 at the start of a chunk:
 
@@ -28,16 +29,23 @@ The maths. Unrolling h_t = Ā_t h_{t-1} + B_t x_t from the state h_0 at the star
 
 Factoring exp(S_t - S_s) = exp(S_t) · exp(-S_s) would turn the inner sum into a cumulative sum, but
 exp(-S_s) overflows as soon as the chunk decays by more than e^88 (fp32), which Mamba reaches within a few
-steps (Δ A ~ -11 with the official init). So we form the "segment sums" S_t - S_s for every pair (t, s) of a
-chunk, mask s > t to -inf and only then exponentiate: every factor is exp(≤ 0) ∈ [0, 1], nothing overflows,
-strong decay just underflows to 0 (Mamba-2's `segsum` trick). The price is a (T, T, N) tensor per channel
-and chunk: the work grows like L·T·N, against L·N for a recurrence, so chunks stay short.
+steps (Δ A ~ -11 with the official init). So `intra="segsum"` forms the "segment sums" S_t - S_s for every
+pair (t, s) of a chunk, masks s > t to -inf and only then exponentiates: every factor is exp(≤ 0) ∈ [0, 1],
+nothing overflows, strong decay just underflows to 0 (Mamba-2's `segsum` trick).
 
-Across chunks the state is passed with the same closed form, one level up: each chunk's end state
-starting from zero, h_end_k = Σ_s exp(S_{T-1} - S_s) B_s x_s, and its total log decay Λ_k = S_{T-1}, give
-the state entering chunk k, H_{k-1} = Σ_{j < k} exp(Λ_{j+1} + ... + Λ_{k-1}) h_end_j: a (K, K, N) segment sum,
-computed as a cumulative sum of masked copies of Λ (no subtraction of long cumulative sums, so no
-cancellation). With L = T·K the total cost is ~ (T + K²/L)·L·N per channel; `chunk_size` trades the two.
+Mamba-1 is not Mamba-2, though: its A has one value per channel AND state (Mamba-2: one scalar per head),
+so the segment sums are a (T, T, N) tensor per channel and chunk, T times the work of a recurrence, where
+Mamba-2 shares one (T, T) matrix across the state and head dims and turns the rest into matmuls. Measured
+(ONNX Runtime, 2 CPU threads, the L = 1024 layer) the SSD form is 5-20x slower than solving each chunk by
+T unrolled steps h_t = Ā_t h_{t-1} + B̄_t u_t, each step vectorised over all K chunks at once. That is
+`intra="recurrence"`, the default; it works in linear space (Ā ∈ [0, 1]: products only shrink) and also
+needs no division, so it is as stable as the reference.
+
+Across chunks (both modes): each chunk's end state from a zero start, h_end_k, and its total decay
+Λ_k = S_{T-1} (Π Ā over the chunk) obey the SAME recurrence one level up, H_k = exp(Λ_k) H_{k-1} + h_end_k,
+so the same function solves it on the K chunk-end states (chunks of chunks, depth log_T L); then the state
+entering chunk k, H_{k-1}, decays into every position: h_t += exp(S_t) H_{k-1}. Finally y_t = C_t · h_t.
+With a fixed L every loop unrolls at export into a static graph of ~T log_T(L) steps.
 """
 from __future__ import annotations
 
