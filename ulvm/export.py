@@ -115,7 +115,10 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
         ranges calibrated on `calibration_images` ((N, 3, H, W) 0..255 floats: use real training images;
         None: 8 random images, fine to check the mechanics, not for accuracy);
     method "dynamic": int8 weights of MatMul/Gemm only, activations quantised on the fly per call.
-    Which one to use is measured by `cpu_benchmark` (rows "onnxruntime int8 static/dynamic").
+    Which one to use is measured by `cpu_benchmark` (rows "onnxruntime int8 static/dynamic"). On our 2-core
+    CPU both were ~2x SLOWER than fp32 (60 vs 30 ms): the network's work is elementwise (the unrolled scan,
+    norms, activations), its matmuls and convs are tiny, so the added (de)quantisation costs more than int8
+    arithmetic saves. Deploy fp32 unless a measurement on the target says otherwise.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -189,7 +192,8 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
     {"path", "ms" (median of `repeats` after `warmup`), "rel_error" (vs eager "parallel", max |Δ| / max |y|)}.
 
     torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
-    threads. ONNX files go to `workdir` (default: a temporary directory, removed after).
+    threads. `compile=True` adds torch.compile, which did not finish compiling the unrolled scan within
+    4 minutes on our 2 cores, hence off by default. ONNX files go to `workdir` (default: a temporary directory, removed after).
     """
     from .model import UltraLightVMUNet
 
