@@ -73,7 +73,7 @@ def test_cuda_backend_on_cpu_says_why():
 
 def test_unknown_backend_and_bad_shapes_are_clear_errors():
     inputs = {k: v.detach() for k, v in make_inputs(1, 4, 8).items()}
-    with pytest.raises(ValueError, match="unknown selective-scan backend 'fast'"):
+    with pytest.raises(BackendUnavailable, match="unknown selective-scan backend 'fast'"):
         selective_scan(**inputs, backend="fast")
     inputs["B"] = inputs["B"][:, :, :5]
     with pytest.raises(ValueError, match=r"B has shape \(1, 16, 5\), expected \(1, 16, 8\)"):

@@ -1,0 +1,64 @@
+"""ONNX export of the whole network (scan backend "chunked"), ONNX Runtime parity, a fresh-process load with no
+ulvm import, INT8 quantisation. Skipped where onnx / onnxruntime are not installed (the `export` extra)."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from ulvm import export  # noqa: E402
+from ulvm.model import UltraLightVMUNet  # noqa: E402
+
+torch.set_num_threads(1)
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = export.amplify_mamba_(UltraLightVMUNet(backend="parallel"))   # the scan shows in the output
+    path = export.export_onnx(model, tmp_path_factory.mktemp("onnx") / "ulvm.onnx", size=SIZE)
+    return model, path
+
+
+def test_export_is_a_valid_onnx_file_and_leaves_the_model_alone(exported):
+    model, path = exported
+    onnx.checker.check_model(onnx.load(str(path)))
+    assert all(m.mamba.backend == "parallel" for m in model.modules() if hasattr(m, "mamba"))
+    assert not list(path.parent.glob(".*.tmp"))                      # written atomically, nothing left over
+
+
+def test_onnx_runtime_matches_pytorch(exported):
+    model, path = exported
+    assert export.onnx_parity(model, path, n=2) <= export.MAX_PARITY_ERROR
+
+
+def test_loads_in_a_fresh_process_without_ulvm(exported):
+    _, path = exported
+    script = (
+        "import sys, numpy as np, onnxruntime as ort\n"
+        f"s = ort.InferenceSession({str(path)!r}, providers=['CPUExecutionProvider'])\n"
+        f"x = np.random.default_rng(0).uniform(0, 255, (2, 3, {SIZE}, {SIZE})).astype(np.float32)\n"
+        "y = s.run(None, {'image': x})[0]\n"
+        "assert 'ulvm' not in sys.modules and 'torch' not in sys.modules\n"
+        f"assert y.shape == (2, 1, {SIZE}, {SIZE}) and ((y > 0) & (y < 1)).all(), y.shape\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_int8_dynamic_quantisation_runs_and_stays_close(exported, tmp_path):
+    _, path = exported
+    int8 = export.quantize_int8(path, tmp_path / "int8.onnx", method="dynamic")
+    diff = export.int8_difference(path, int8, n=1)
+    assert diff["mean_abs_diff"] < 0.05 and diff["mask_disagreement"] < 0.05, diff
+
+
+def test_bad_quantisation_method_is_a_clear_error(exported, tmp_path):
+    _, path = exported
+    with pytest.raises(ValueError, match="method must be 'static' or 'dynamic'"):
+        export.quantize_int8(path, tmp_path / "x.onnx", method="float4")
+    assert not list(tmp_path.iterdir())

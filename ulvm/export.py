@@ -1,0 +1,238 @@
+"""Deploying UltraLight VM-UNet: ONNX export, ONNX Runtime sessions, INT8 quantisation, a CPU benchmark.
+
+The selective scan is the one part of the network that does not export as is (in-place slice writes and a
+custom autograd Function in "parallel", custom kernels in "triton"/"cuda"). `export_onnx` switches every
+Mamba block of a copy of the model to the "chunked" backend (`ulvm.ssm.chunked_scan`: plain tensor ops),
+and traces it with PyTorch's TorchScript-based exporter (`torch.onnx.export(..., dynamo=False)`): with a
+fixed input size the Python loops of the scan unroll into an ordinary static graph. (The dynamo exporter,
+torch 2.13's default, needs the extra package `onnxscript`; the TorchScript one needs nothing beyond onnx.)
+
+The file's contract, usable with nothing but onnxruntime and NumPy:
+
+    input  "image"  float32 (B, 3, H, W), RGB in the paper's 0..255 range (no normalisation), H = W = `size`
+    output "prob"   float32 (B, 1, H, W), sigmoid probabilities; the mask is prob > 0.5
+
+The batch dimension is dynamic; the spatial size is fixed at export (the scan is unrolled for L = H·W/64 ...).
+Needs the `export` extra: `pip install "ulvm[export]"` (onnx, onnxruntime).
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import atomic_write_bytes
+
+DEFAULT_OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "image", "prob"
+MAX_PARITY_ERROR = 1e-4          # ONNX Runtime vs PyTorch, fp32, max |Δ| / max |y|
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, size: int = 256, opset: int | None = None) -> Path:
+    """Write `model` (unchanged; a CPU fp32 copy is exported) as ONNX for (B, 3, size, size) inputs; returns the path.
+
+    Written atomically: a reader never sees a half-written file.
+    """
+    export_model = copy.deepcopy(model).cpu().float().eval()
+    if hasattr(export_model, "set_backend"):
+        export_model.set_backend("chunked")
+    example = torch.rand(1, 3, size, size) * 255
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")   # the TorchScript exporter's deprecation and tracer warnings
+        torch.onnx.export(export_model, (example,), buffer, dynamo=False, opset_version=opset or DEFAULT_OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          do_constant_folding=True)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def ort_session(path: str | os.PathLike, threads: int = 2):
+    """An ONNX Runtime CPU session with `threads` intra-op threads and every graph optimisation.
+
+    Spinning is off: with spinning, an idle pool thread busy-waits for work, which on a small machine shared
+    with other processes steals the core the other thread needs (2-3x slower per op on our 2-core box).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _images(n: int, size: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 255
+
+
+def _input_size(session) -> int:
+    return int(session.get_inputs()[0].shape[-1])
+
+
+def onnx_parity(model: torch.nn.Module, path: str | os.PathLike, n: int = 2, seed: int = 0,
+                backend: str = "parallel") -> float:
+    """Max relative error of ONNX Runtime against PyTorch (`model` with `backend`, fp32) on n random images.
+
+    Relative error = max |y_ort - y_torch| / max |y_torch| over all images. Target: <= MAX_PARITY_ERROR.
+    """
+    session = ort_session(path)
+    reference = copy.deepcopy(model).cpu().float().eval()
+    if hasattr(reference, "set_backend"):
+        reference.set_backend(backend)
+    x = _images(n, _input_size(session), seed)
+    with torch.no_grad():
+        expected = reference(x).numpy()
+    got = np.concatenate([session.run(None, {INPUT_NAME: image[None].numpy()})[0] for image in x])
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+class _CalibrationReader:
+    """onnxruntime.quantization's CalibrationDataReader protocol over a list of (1, 3, H, W) float32 arrays."""
+
+    def __init__(self, images):
+        self._images = iter(images)
+
+    def get_next(self):
+        image = next(self._images, None)
+        return None if image is None else {INPUT_NAME: image}
+
+
+def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration_images=None,
+                  method: str = "static") -> Path:
+    """INT8 model from the fp32 ONNX file; returns `out_path` (written atomically).
+
+    method "static": weights AND activations in int8 (QDQ format, per-channel weights), the activation
+        ranges calibrated on `calibration_images` ((N, 3, H, W) 0..255 floats: use real training images;
+        None: 8 random images, fine to check the mechanics, not for accuracy);
+    method "dynamic": int8 weights of MatMul/Gemm only, activations quantised on the fly per call.
+    Which one to use is measured by `cpu_benchmark` (rows "onnxruntime int8 static/dynamic"). On our 2-core
+    CPU both were ~2x SLOWER than fp32 (60 vs 30 ms): the network's work is elementwise (the unrolled scan,
+    norms, activations), its matmuls and convs are tiny, so the added (de)quantisation costs more than int8
+    arithmetic saves. Deploy fp32 unless a measurement on the target says otherwise.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        if method == "dynamic":
+            quantize_dynamic(str(fp32_path), tmp, weight_type=QuantType.QInt8)
+        elif method == "static":
+            if calibration_images is None:
+                import onnx
+                size = int(onnx.load(str(fp32_path)).graph.input[0].type.tensor_type.shape.dim[-1].dim_value)
+                calibration_images = _images(8, size, seed=1)
+            images = [np.asarray(image, dtype=np.float32)[None] for image in calibration_images]
+            quantize_static(str(fp32_path), tmp, _CalibrationReader(images), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            calibrate_method=CalibrationMethod.MinMax)
+        else:
+            raise ValueError(f"method must be 'static' or 'dynamic', not {method!r}")
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path
+
+
+def int8_difference(fp32_path, int8_path, n: int = 4, seed: int = 0) -> dict:
+    """How far the INT8 model's output is from the fp32 one on n random images: mean and max |Δprob|, and
+    the fraction of pixels whose mask (prob > 0.5) differs. (A DSC change needs real images and weights.)"""
+    fp32, int8 = ort_session(fp32_path), ort_session(int8_path)
+    diffs, disagree = [], []
+    for image in _images(n, _input_size(fp32), seed):
+        feed = {INPUT_NAME: image[None].numpy()}
+        a, b = fp32.run(None, feed)[0], int8.run(None, feed)[0]
+        diffs.append(np.abs(a - b))
+        disagree.append(((a > 0.5) != (b > 0.5)).mean())
+    diffs = np.concatenate([d.ravel() for d in diffs])
+    return {"mean_abs_diff": float(diffs.mean()), "max_abs_diff": float(diffs.max()),
+            "mask_disagreement": float(np.mean(disagree))}
+
+
+def amplify_mamba_(model: torch.nn.Module, factor: float = 300.0) -> torch.nn.Module:
+    """Scale every Mamba block's out_proj by `factor`, in place; returns the model. For checks with untrained
+    weights only: with the official init a Mamba branch's output is ~1e-4 of its input and the network output moves by ~1e-4 without it, so an error in the scan
+    would not show in the network's output (fp32 rounds it away); amplified, it does."""
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "out_proj") and hasattr(module, "A_log"):
+                module.out_proj.weight.mul_(factor)
+    return model
+
+
+def _median_ms(fn, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats: int = 20, warmup: int = 3,
+                  threads: int = 2, workdir: str | os.PathLike | None = None, compile: bool = False,
+                  progress=print) -> list[dict]:
+    """Batch-1 CPU inference, side by side in ONE process: eager "parallel", eager "chunked",
+    (torch.compile "chunked"), ONNX Runtime fp32, INT8 static and INT8 dynamic. Returns one row a path:
+    {"path", "ms" (median of `repeats` after `warmup`), "rel_error" (vs eager "parallel", max |Δ| / max |y|)}.
+
+    torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
+    threads. `compile=True` adds torch.compile, which did not finish compiling the unrolled scan within
+    4 minutes on our 2 cores, hence off by default. ONNX files go to `workdir` (default: a temporary directory, removed after).
+    """
+    from .model import UltraLightVMUNet
+
+    if model is None:
+        torch.manual_seed(0)
+        model = amplify_mamba_(UltraLightVMUNet(backend="parallel"))   # random weights where the scan matters
+    model = copy.deepcopy(model).cpu().float().eval()
+    x = _images(1, size, seed=0)
+    rows: list[dict] = []
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    tmp = tempfile.TemporaryDirectory() if workdir is None else None
+    directory = Path(tmp.name if tmp else workdir)
+    try:
+        with torch.no_grad():
+            expected = model.set_backend("parallel")(x).numpy()
+
+            def add(name, fn):
+                rows.append({"path": name, "rel_error": float(np.abs(fn() - expected).max() / np.abs(expected).max()),
+                             "ms": _median_ms(fn, repeats, warmup)})
+                progress(f"{name:<28} {rows[-1]['ms']:8.2f} ms   rel. error {rows[-1]['rel_error']:.1e}")
+
+            add("torch eager parallel", lambda: model.set_backend("parallel")(x).numpy())
+            chunked = copy.deepcopy(model).set_backend("chunked")
+            add("torch eager chunked", lambda: chunked(x).numpy())
+            if compile:
+                compiled = torch.compile(chunked, dynamic=False)
+                add("torch.compile chunked", lambda: compiled(x).numpy())
+        fp32 = export_onnx(model, directory / "ulvm_fp32.onnx", size=size)
+        feed = {INPUT_NAME: x.numpy()}
+        session = ort_session(fp32, threads)
+        add("onnxruntime fp32", lambda: session.run(None, feed)[0])
+        for method in ("static", "dynamic"):
+            int8 = quantize_int8(fp32, directory / f"ulvm_int8_{method}.onnx", method=method)
+            session_int8 = ort_session(int8, threads)
+            add(f"onnxruntime int8 {method}", lambda s=session_int8: s.run(None, feed)[0])
+            rows[-1].update(int8_difference(fp32, int8, n=2))
+    finally:
+        torch.set_num_threads(threads_before)
+        if tmp:
+            tmp.cleanup()
+    return rows
