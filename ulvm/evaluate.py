@@ -26,9 +26,10 @@ import torch
 
 from .checkpoint import model_from_checkpoint, read_run_checkpoint
 from .config import Config, RunSettings
+from .data.prepare import png_bytes
 from .data.tensors import load_data, split_tensors
 from .errors import RunError
-from .inference import predict_batches
+from .inference import overlay, predict_batches
 from .io import atomic_directory, atomic_write_bytes, atomic_write_json
 from .metrics import COUNT_NAMES, GT_THRESHOLD, bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
 from .runtime import describe_machine, resolve_device
@@ -149,26 +150,7 @@ def write_predictions(folder: str | Path, ids: list[str], images: torch.Tensor, 
     predictions = probs[:, 0].numpy() >= threshold                                       # (n, S, S) bool
     with atomic_directory(folder, overwrite=True) as tmp:
         for image_id, picture, truth, predicted in zip(ids, pictures, truths, predictions):
-            overlay = picture.copy()
-            overlay[_outline(truth)] = (0, 255, 0)
-            overlay[_outline(predicted)] = (255, 0, 0)
-            for suffix, array in (("pred", predicted.astype(np.uint8) * 255), ("overlay", overlay)):
-                atomic_write_bytes(tmp / f"{image_id}_{suffix}.png", _png(array))
+            for suffix, array in (("pred", predicted.astype(np.uint8) * 255),
+                                  ("overlay", overlay(picture, predicted, truth))):
+                atomic_write_bytes(tmp / f"{image_id}_{suffix}.png", png_bytes(array))
     return Path(folder)
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """Pixels of `mask` with a 4-neighbour outside it (a one-pixel contour)."""
-    padded = np.pad(mask, 1, mode="edge")
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~inner
-
-
-def _png(array: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -1,12 +1,15 @@
 """Inference: a trained network applied to images, apart from the training loop.
 
 `predict_batches(model, images, batch_size)` runs a model over tensors already normalised the paper's way
-(what evaluation uses); `validate` adds the loss and pooled DSC / IoU of the validation pass.
+(what evaluation uses); `validate` adds the loss and pooled DSC / IoU of the validation pass; `overlay` draws
+a prediction (red outline) and optionally the ground truth (green) on an image. Files in, masks out:
+`ulvm.predict`.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from .config import Config
@@ -33,3 +36,19 @@ def validate(model, images, masks, config: Config, batch_size: int = 8) -> dict[
         counts += confusion_counts(probs, masks[part], config.threshold).sum(dim=0)
     metrics = pooled_metrics(counts.cpu())
     return {"val_loss": loss_sum.item() / images.shape[0], "val_dsc": metrics["dsc"], "val_iou": metrics["iou"]}
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of a boolean mask `(H, W)` with a 4-neighbour outside it (a one-pixel contour)."""
+    padded = np.pad(mask, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def overlay(image: np.ndarray, predicted: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+    """`image` `(H, W, 3)` uint8 with the outline of `predicted` in red and of `truth` (if given) in green."""
+    drawn = image.copy()
+    if truth is not None:
+        drawn[outline(truth)] = (0, 255, 0)
+    drawn[outline(predicted)] = (255, 0, 0)
+    return drawn

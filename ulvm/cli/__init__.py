@@ -10,9 +10,9 @@ import logging
 import sys
 
 from ..errors import UlvmError
-from . import book, data, engine, model
+from . import book, data, deploy, engine, model
 
-GROUPS = (model, data, engine, book)
+GROUPS = (model, data, engine, deploy, book)
 
 
 def build_parser() -> argparse.ArgumentParser:

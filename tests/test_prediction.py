@@ -1,0 +1,99 @@
+"""`ulvm predict` / `ulvm.predict` on images of any size and format, and `ulvm export` to ONNX."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import ulvm
+from ulvm.cli import main
+from ulvm.errors import UlvmError
+from ulvm.prediction import predict_files
+
+
+def _dermoscopy_like(height, width, seed=0):
+    """A dark irregular blob on skin-coloured noise, and its mask."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:height, :width]
+    blob = ((rows - height / 2) / (height / 4)) ** 2 + ((cols - width / 2) / (width / 5)) ** 2 < 1
+    image = rng.normal((200, 160, 140), 12, (height, width, 3))
+    image[blob] = rng.normal((90, 60, 50), 12, (int(blob.sum()), 3))
+    return np.clip(image, 0, 255).astype(np.uint8), blob
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """One image per format the CLI must take: JPEG, BMP, grey PNG, RGBA PNG, 16-bit grey PNG, odd sizes."""
+    folder = tmp_path_factory.mktemp("photos")
+    image, _ = _dermoscopy_like(301, 457)
+    Image.fromarray(image).save(folder / "a.jpg", quality=90)
+    Image.fromarray(image[:200, :150]).save(folder / "b.bmp")
+    Image.fromarray(image.mean(axis=2).astype(np.uint8)).save(folder / "c_grey.png")
+    Image.fromarray(np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])).save(folder / "d_rgba.png")
+    Image.fromarray((image.mean(axis=2) * 64).astype(np.uint16)).save(folder / "e_16bit.png")
+    (folder / "notes.txt").write_text("not an image")     # ignored: not an image suffix
+    return folder
+
+
+def test_masks_come_back_at_the_original_size_for_every_format(photos, tmp_path):
+    report = predict_files([photos], tmp_path / "out", "isic2017", overlay_images=True, device="cpu",
+                           progress=False)
+    assert not report.failed and len(report.written) == 10
+    for source in sorted(photos.glob("[a-e]*")):
+        mask = np.asarray(Image.open(tmp_path / "out" / f"{source.stem}_mask.png"))
+        assert mask.shape == Image.open(source).size[::-1]
+        assert set(np.unique(mask)) <= {0, 255}
+        overlay = Image.open(tmp_path / "out" / f"{source.stem}_overlay.png")
+        assert overlay.size == Image.open(source).size and overlay.mode == "RGB"
+
+
+def test_the_cli_skips_unreadable_files_names_them_and_fails_at_the_end(photos, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code = main(["predict", str(photos / "a.jpg"), str(broken), "--out", str(tmp_path / "out"),
+                 "--device", "cpu", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1 and "skipped" in captured.err and "broken.png" in captured.err
+    assert "predicted 1 image(s)" in captured.out and "1 failed" in captured.out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_mask.png"]    # nothing half-written
+
+
+def test_the_python_api_takes_arrays_pil_images_and_paths(photos):
+    image, blob = _dermoscopy_like(180, 240, seed=3)
+    masks = ulvm.predict([image, Image.fromarray(image), photos / "a.jpg"], device="cpu")
+    assert [m.shape for m in masks] == [(180, 240), (180, 240), (301, 457)]
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert ulvm.predict(image, device="cpu").shape == (180, 240)          # one image in, one mask out
+
+
+def test_unknown_weights_and_empty_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(UlvmError, match="no such weights file or run folder, and not a shipped model"):
+        ulvm.predict(np.zeros((8, 8, 3), np.uint8), weights=tmp_path / "nope.pt")
+    with pytest.raises(UlvmError, match="no images found"):
+        predict_files([tmp_path], tmp_path / "out", progress=False)
+
+
+def test_the_shipped_model_segments_real_ph2_photos_at_their_size(realdata, tmp_path):
+    """PH2 was never seen in training (the model's external test set): 12 photos, ~765x574, as a user has them."""
+    images = sorted((realdata / "PH2" / "images").glob("*.png"))[::17]
+    report = predict_files(images, tmp_path, "isic2017", device="cpu", progress=False)
+    assert not report.failed
+    scores = []
+    for image in images:
+        predicted = np.asarray(Image.open(tmp_path / f"{image.stem}_mask.png")) > 127
+        truth = np.asarray(Image.open(realdata / "PH2" / "masks" / f"{image.stem}_lesion.png")) > 127
+        assert predicted.shape == truth.shape
+        scores.append(2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
+    assert np.mean(scores) > 0.85, scores       # the model's pooled PH2 DSC at 256²: 0.905
+
+
+def test_export_writes_an_onnx_file_that_runs_without_ulvm(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--out", str(out), "--size", "64"]) == 0
+    code = ("import sys, numpy as np, onnxruntime as ort\n"
+            f"s = ort.InferenceSession({str(out)!r}, providers=['CPUExecutionProvider'])\n"
+            "y = s.run(None, {'image': np.random.rand(2, 3, 64, 64).astype(np.float32) * 255})[0]\n"
+            "assert y.shape == (2, 1, 64, 64) and 'ulvm' not in sys.modules and 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,73 @@
+"""`ulvm predict` and `ulvm export`: the trained model on your own images, and as an ONNX file (parsing only)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+_WEIGHTS_HELP = ("a shipped model name (isic2017), a run folder or its best.pt, a weights file, or an official "
+                 "UltraLight VM-UNet .pth (default isic2017)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="segment your own images with a trained model (masks at the original size)",
+                       description="Writes OUT/<stem>_mask.png (0/255, at each image's original size) and, with "
+                                   "--overlay, OUT/<stem>_overlay.png. Inputs: image files or folders "
+                                   "(jpg/png/bmp/tif; RGB, grey, RGBA, 16-bit). Unreadable inputs are reported "
+                                   "and skipped; the exit code is 1 if any failed.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("--weights", default="isic2017", help=_WEIGHTS_HELP)
+    p.add_argument("--out", type=Path, required=True, help="folder for the masks (created if missing)")
+    p.add_argument("--overlay", action="store_true", help="also write the image with the mask's outline in red")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--backend", default="auto", help="selective-scan backend (default auto)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="export a trained model to ONNX (CPU deployment), optionally INT8",
+                       description="The whole network, selective scan included (as the 'chunked' backend's plain "
+                                   "tensor ops), for a fixed input size. The file's input 'image' is (B, 3, S, S) "
+                                   "float32 RGB already normalised the paper's way (each image min-max scaled to "
+                                   "0..255); its output 'prob' is (B, 1, S, S). Checked against PyTorch in "
+                                   "ONNX Runtime after writing.")
+    p.add_argument("--weights", default="isic2017", help=_WEIGHTS_HELP)
+    p.add_argument("--format", default="onnx", choices=("onnx",), help="only onnx")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--size", type=int, default=256, help="input size (default 256)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--quantize", choices=("int8",), help="also write OUT with .int8.onnx: dynamic INT8 weights")
+    p.set_defaults(func=_export)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ..prediction import predict_files
+
+    report = predict_files(args.inputs, args.out, args.weights, overlay_images=args.overlay,
+                           threshold=args.threshold, device=args.device, backend=args.backend,
+                           batch_size=args.batch_size, progress=args.progress)
+    for path, why in report.failed.items():
+        print(f"ulvm predict: skipped {path}: {why}", file=sys.stderr)
+    masks = sum(1 for p in report.written if p.name.endswith("_mask.png"))
+    print(f"predicted {masks} image(s) into {args.out}" + (f"; {len(report.failed)} failed" if report.failed else ""))
+    return 1 if report.failed else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..export import MAX_PARITY_ERROR, export_onnx, int8_difference, onnx_parity, quantize_int8
+    from ..prediction import load_weights
+
+    model = load_weights(args.weights, "cpu")
+    path = export_onnx(model, args.out, size=args.size, opset=args.opset)
+    error = onnx_parity(model, path)
+    print(f"exported {path} ({path.stat().st_size / 1024:.0f} KB); ONNX Runtime vs PyTorch: max relative error "
+          f"{error:.1e} (limit {MAX_PARITY_ERROR:.0e})")
+    if error > MAX_PARITY_ERROR:
+        print("ulvm export: error: the ONNX file does not reproduce the model", file=sys.stderr)
+        return 1
+    if args.quantize:
+        int8 = quantize_int8(path, path.with_suffix(".int8.onnx"), method="dynamic")
+        diff = int8_difference(path, int8)
+        print(f"exported {int8}; INT8 vs fp32 on random inputs: {diff}")
+    return 0
