@@ -274,8 +274,8 @@ def recorded_sets_table(root: Path) -> list[dict]:
             "machine": "; ".join(sorted(machines)),
             "code": ", ".join(sorted({str(r.get("code_version", "?")) for r in records})),
             "training time per run (min)": f"{min(train_s) / 60:.0f}-{max(train_s) / 60:.0f}" if train_s else "-",
-            "made by": f"`ulvm grid {grid}` ({records[0].get('concurrent_runs', '?')} runs at once)"
-                       if "concurrent_runs" in records[0] else f"`ulvm grid {grid}`",
+            "made by": f"`ulvm grid {grid}`" + (f", concurrent runs: {records[0]['concurrent_runs']}"
+                                                 if "concurrent_runs" in records[0] else ""),
         })
     return rows
 
