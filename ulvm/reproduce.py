@@ -3,8 +3,8 @@
 `ulvm reproduce --profile quick` (the default of `make reproduce`) runs every notebook of `notebooks/`
 on the CPU on the synthetic embedded dataset; `--profile paper` runs the paper's full protocol on
 prepared real data (a GPU is advised). The profile only decides the *parameters* injected into each
-notebook's cell tagged `parameters` (`PROFILE`, `DATA`, `DEVICE`, `RUNS`, `SEEDS`, ...); what a
-profile means for training (epochs, image counts) lives in `ulvm.config.Config.profile`.
+notebook's cell tagged `parameters` (`NOTEBOOK_PARAMETERS`: `PROFILE`, `DATA`, `DEVICE`, `RUNS`,
+`SEEDS`, ...); what a profile means for training (epochs, image counts) lives in `ulvm.config.Config.profile`.
 
 Executed copies go to `book/executed/` (a build product, git-ignored), which `_toc.yml` points at;
 Jupyter Book never executes anything itself (`execute_notebooks: "off"` in `_config.yml`). A notebook
@@ -12,6 +12,12 @@ is executed into a hidden temporary file, then published with an atomic write, s
 half a notebook. If a cell fails, the partial notebook (with the traceback) is still published, the
 run stops and the error names the notebook and the cell. `resume=True` skips notebooks whose executed
 copy succeeded, is newer than its source and ran with the same parameters.
+
+After every call, `book/executed/execution.json` records each notebook's status, seconds, end time and
+profile (merged with earlier calls), and `book/executed/reproducibility.md`, the book's reproducibility
+page, is rewritten from it: the execution table, this machine's environment, and how each recorded
+result set under `book/results/` was produced (read from the records). The helpers notebooks use to find
+things (`project_root`, `resolve`, `dataset_path`, `run_folder`) live in `ulvm.book`.
 
 How to run the book is explained in `book/how_to_run.md`.
 """
