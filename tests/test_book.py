@@ -33,7 +33,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-quic", "--remote-debugging-port=0", "--remote-allow-origins=*",
                   "--window-size=1280,1600"]
 # Chapters that must show a table (pandas tables or markdown tables in the notebook).
-PAGES_WITH_TABLES = ["01_ssm_theory", "02_mamba_parameters", "03_pvm_layer", "08_paper_tables", "09_efficiency"]
+PAGES_WITH_TABLES = ["01_ssm_theory", "02_mamba_parameters", "03_pvm_layer", "07_ablations", "08_paper_tables",
+                     "09_efficiency", "reproducibility"]
 SCREENSHOT_PAGE = "03_pvm_layer"
 
 # Runs in the page: wait for MathJax and for every image, then report what the reader would see.
@@ -154,6 +155,7 @@ def test_book_builds_without_warnings(book_html):
     assert (book_html / "index.html").is_file()
     for stem in (p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert (book_html / "book" / "executed" / f"{stem}.html").is_file(), f"{stem} not rendered"
+    assert (book_html / "book" / "executed" / "reproducibility.html").is_file(), "the reproducibility page"
     assert (book_html / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax is shipped with the book"
 
 

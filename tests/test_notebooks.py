@@ -15,7 +15,7 @@ import pytest
 import yaml
 from book_session import REPO, executed_notebooks
 
-from ulvm.reproduce import NotebookFailed, list_notebooks, reproduce
+from ulvm.reproduce import EXECUTION_RECORD, STATUS_PAGE, NotebookFailed, list_notebooks, reproduce
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -39,7 +39,10 @@ def test_committed_notebook_is_clean_with_one_parameters_cell(path):
 def test_table_of_contents_lists_every_executed_notebook():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     files = [chapter["file"] for part in toc["parts"] for chapter in part["chapters"]]
-    listed = sorted(f.removeprefix("book/executed/") for f in files if f.startswith("book/executed/"))
+    executed = [f.removeprefix("book/executed/") for f in files if f.startswith("book/executed/")]
+    # besides the notebooks, book/executed/ holds the page `ulvm reproduce` writes (reproducibility.md)
+    listed = sorted(name for name in executed if name != STATUS_PAGE.removesuffix(".md"))
+    assert STATUS_PAGE.removesuffix(".md") in executed, "the reproducibility page is in the book"
     assert listed == [p.stem for p in NOTEBOOKS]
     assert [p.stem for p in list_notebooks(REPO)] == listed
 
@@ -68,6 +71,11 @@ def test_runner_injects_parameters_and_resumes(tmp_path):
     assert executed["metadata"]["papermill"]["parameters"] == {"PROFILE": "quick", "SEEDS": [42]}
     assert "quick [42]" in "".join(executed["cells"][-1]["outputs"][0]["text"])
     assert not list((root / "executed").glob(".*")), "no temporary file left behind"
+    record = json.loads((root / "executed" / EXECUTION_RECORD).read_text())
+    assert record["notebooks"]["00_a"]["status"] == "ran" and record["profile"] == "quick"
+    assert record["environment"]["python"] and "torch" in record["environment"]["packages"]
+    page = (root / "executed" / STATUS_PAGE).read_text()
+    assert page.startswith("# Reproducibility") and "| 00_a | ran |" in page
 
     [again] = reproduce("quick", root=root, out="executed", resume=True)
     assert again.status == "skipped"
@@ -86,7 +94,8 @@ def test_failing_cell_names_notebook_and_cell_and_keeps_partial_output(tmp_path,
     with pytest.raises(NotebookFailed) as error:
         reproduce("quick", root=root, out="executed")
     message = str(error.value)
-    assert "notebooks/01_broken.ipynb" in message and "cell 4" in message and "1 / 0" in message and "ZeroDivisionError" in message
+    assert "notebooks/01_broken.ipynb" in message and "cell 4" in message
+    assert "1 / 0" in message and "ZeroDivisionError" in message
     partial = nbformat.read(root / "executed" / "01_broken.ipynb", as_version=4)
     assert partial.metadata.papermill.exception is True
     outputs = [output for cell in partial.cells if cell.cell_type == "code" for output in cell.outputs]
@@ -112,8 +121,8 @@ def test_every_notebook_executes_with_the_quick_profile():
 
 
 def test_run_folders_are_distinct_per_config_and_stable():
+    from ulvm.book import run_folder
     from ulvm.config import Config
-    from ulvm.reproduce import run_folder
 
     data = REPO / "data" / "prepared" / "synthetic"
     quick = Config.profile("quick")
@@ -125,8 +134,8 @@ def test_run_folders_are_distinct_per_config_and_stable():
 
 
 def test_dataset_path_names_the_folder_that_is_not_a_dataset(tmp_path):
+    from ulvm.book import dataset_path
     from ulvm.errors import UlvmError
-    from ulvm.reproduce import dataset_path
 
     (tmp_path / "_toc.yml").write_text("")
     with pytest.raises(UlvmError, match="nothing_here.*not a prepared dataset"):

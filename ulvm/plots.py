@@ -11,10 +11,15 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 
 from .io import atomic_write_bytes
+from .paper import PAPER_COMPLEXITY, PAPER_PVM_SETTINGS, PAPER_RESULTS  # noqa: F401  (moved to ulvm.paper)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STYLE = {
     "figure.dpi": 110,
@@ -39,22 +44,6 @@ def save_figure(fig, name: str, folder: str | os.PathLike) -> Path:
     return atomic_write_bytes(Path(folder) / f"{name}.png", buffer.getvalue())
 
 
-# ---- numbers reported by the paper: quoted, never computed (the book labels them "paper") ------------
-# PVM-layer settings (README table and the paper's ablation on ISIC2017): parameters in millions as
-# printed there, and the ISIC2017 DSC of each single run.
-PAPER_PVM_SETTINGS = {
-    1: {"params (M)": 0.136, "DSC ISIC2017": 0.9069},
-    2: {"params (M)": 0.070, "DSC ISIC2017": 0.9073},
-    4: {"params (M)": 0.049, "DSC ISIC2017": 0.9091},
-}
-# UltraLight VM-UNet as published: 0.049M parameters, 0.060 GFLOPs (thop), a 229.1 KB weight file.
-PAPER_COMPLEXITY = {"params (M)": 0.049, "GFLOPs": 0.060, "weight file (KB)": 229.1}
-# The UltraLight VM-UNet row of the journal version's Table 1 (pooled-pixel metrics, one run each).
-PAPER_RESULTS = {
-    "ISIC2017": {"dsc": 0.9091, "iou": 0.8334, "acc": 0.9646, "se": 0.9053, "sp": 0.9790},
-    "ISIC2018": {"dsc": 0.8940, "iou": 0.8056, "acc": 0.9558, "se": 0.8680, "sp": 0.9781},
-    "PH2": {"dsc": 0.9265, "iou": 0.8631, "acc": 0.9521, "se": 0.9345, "sp": 0.9606},
-}
 METRIC_NAMES = {"dsc": "DSC", "iou": "IoU", "acc": "ACC", "se": "SE", "sp": "SP", "precision": "precision"}
 
 
@@ -67,7 +56,7 @@ def configuration_name(config: dict) -> str:
     return name if config.get("bridge", True) else f"{name} no bridge"
 
 
-def runs_table(results: list[dict]) -> "pd.DataFrame":
+def runs_table(results: list[dict]) -> pd.DataFrame:
     """Results dicts (`ulvm.evaluate.evaluate` format) -> one row per run: configuration, seed, fold,
     the pooled metrics, the per-image DSC list, device and wall time."""
     import pandas as pd
@@ -81,6 +70,8 @@ def runs_table(results: list[dict]) -> "pd.DataFrame":
             "seed": config.get("seed"), "fold": result.get("fold"),
             **{METRIC_NAMES[k]: v for k, v in result.get("pooled", {}).items() if k in METRIC_NAMES},
             "per-image DSC": result.get("per_image", {}).get("dsc", []),
+            "per-image ids": result.get("per_image", {}).get("ids", []),
+            "DSC CI95": tuple(result["dsc_ci95"]) if result.get("dsc_ci95") else None,
             "device": machine.get("gpu") or machine.get("device"),
             "train time (s)": result.get("train_time_s"),
             "source": result.get("source", ""),
@@ -98,13 +89,13 @@ def read_json_folder(folder: str | os.PathLike) -> dict[str, dict]:
             for path in sorted(folder.rglob("*.json"))}
 
 
-def load_recorded_runs(folder: str | os.PathLike) -> "pd.DataFrame":
+def load_recorded_runs(folder: str | os.PathLike) -> pd.DataFrame:
     """Every `*.json` result under `folder` (e.g. `book/results/ph2_cv/test_ph2/`) as `runs_table` rows; an empty
     table when the folder is missing or empty (the notebook then says "not recorded yet")."""
     return runs_table([{"source": name, **result} for name, result in read_json_folder(folder).items()])
 
 
-def summary_table(runs: "pd.DataFrame", metrics=("DSC", "IoU", "ACC", "SE", "SP")) -> "pd.DataFrame":
+def summary_table(runs: pd.DataFrame, metrics=("DSC", "IoU", "ACC", "SE", "SP")) -> pd.DataFrame:
     """Mean ± std of each pooled metric per configuration (over seeds and folds), with the run count.
     Rows in the paper's order: ×1, ×2, ×4, then variants without the bridge."""
     grouped = runs.groupby("configuration", sort=False)
@@ -115,7 +106,7 @@ def summary_table(runs: "pd.DataFrame", metrics=("DSC", "IoU", "ACC", "SE", "SP"
     return table.loc[list(order["configuration"])]
 
 
-def paired_comparison(runs: "pd.DataFrame", first: str, second: str) -> dict:
+def paired_comparison(runs: pd.DataFrame, first: str, second: str) -> dict:
     """Paired comparison of two configurations over the images they were both tested on (same seed and
     fold): mean per-image DSC difference and the Wilcoxon signed-rank test (scipy).
 
@@ -173,7 +164,7 @@ def show_overlays(images, masks, probs=None, titles=None, threshold: float = 0.5
     return fig
 
 
-def plot_history(history) -> "plt.Figure":
+def plot_history(history) -> plt.Figure:
     """Training curves from a run's per-epoch history (`fit(...).history` or log.csv rows): train and
     validation loss, validation DSC, and the learning rate."""
     import pandas as pd
@@ -212,3 +203,127 @@ def show_image_files(paths, titles=None, columns: int = 3, size: float = 3.0):
                 ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ---- the Results part: Table 1, seed spread, transfer matrix ----------------------------------------
+
+
+def seed_statistics(runs: pd.DataFrame, configuration: str = "×4",
+                    metrics=("DSC", "IoU", "ACC", "SE", "SP")) -> pd.DataFrame:
+    """Mean, std (ddof=1), min, max and count over the runs (seeds) of one configuration, per metric."""
+    chosen = runs.loc[runs["configuration"] == configuration, list(metrics)]
+    return chosen.agg(["mean", "std", "min", "max", "count"]).T
+
+
+def table1(recorded: dict[str, pd.DataFrame], configuration: str = "×4", seed: int = 42,
+           metrics=("DSC", "IoU", "ACC", "SE", "SP")) -> pd.DataFrame:
+    """The paper's Table 1 rows beside ours, per dataset of `recorded` (name -> runs table, e.g.
+    {"ISIC2017": ..., "PH2": ...}): the paper's single run, our mean ± std over the seeds of
+    `configuration`, and our run of `seed` with the 95% bootstrap CI of its DSC."""
+    import pandas as pd
+
+    rows = []
+    for dataset, runs in recorded.items():
+        paper = PAPER_RESULTS[dataset]
+        rows.append({"dataset": dataset, "source": "paper (one run)",
+                     **{METRIC_NAMES[k]: f"{v:.4f}" for k, v in paper.items() if METRIC_NAMES[k] in metrics}})
+        if runs.empty:
+            rows.append({"dataset": dataset, "source": "ours", "DSC": "not recorded"})
+            continue
+        stats = seed_statistics(runs, configuration, metrics)
+        rows.append({"dataset": dataset, "source": f"ours, mean ± std over {int(stats['count'].iloc[0])} seeds",
+                     **{m: f"{stats.loc[m, 'mean']:.4f} ± {stats.loc[m, 'std']:.4f}" for m in metrics}})
+        run = runs[(runs["configuration"] == configuration) & (runs["seed"] == seed)].iloc[0]
+        low, high = run["DSC CI95"]
+        rows.append({"dataset": dataset, "source": f"ours, seed {seed} (DSC 95% CI over images)",
+                     **{m: f"{run[m]:.4f}" for m in metrics}})
+        rows[-1]["DSC"] += f" [{low:.4f}, {high:.4f}]"
+    return pd.DataFrame(rows).set_index(["dataset", "source"]).fillna("")
+
+
+def seed_spread(runs: pd.DataFrame) -> pd.DataFrame:
+    """Pooled DSC per configuration over its seeds: runs, mean, std, min, max and range (max - min)."""
+    grouped = runs.groupby("configuration", sort=False)["DSC"]
+    table = grouped.agg(["count", "mean", "std", "min", "max"])
+    table["range"] = table["max"] - table["min"]
+    order = runs.drop_duplicates("configuration").sort_values(["bridge", "parallel"], ascending=[False, True])
+    return table.loc[list(order["configuration"])]
+
+
+def transfer_matrix(cells: dict[tuple[str, str], pd.DataFrame], configuration: str = "×4",
+                    seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trained on (rows) x tested on (columns): the pooled DSC of the run of `configuration` and `seed` in
+    each cell's runs table. Returns (numbers, labels "DSC [95% CI]")."""
+    import pandas as pd
+
+    values, labels = {}, {}
+    for (trained, tested), runs in cells.items():
+        chosen = runs[(runs["configuration"] == configuration) & (runs["seed"] == seed)]
+        if chosen.empty:
+            continue
+        run = chosen.iloc[0]
+        values.setdefault(tested, {})[trained] = run["DSC"]
+        low, high = run["DSC CI95"] or (float("nan"), float("nan"))
+        n = len(run["per-image DSC"])
+        labels.setdefault(tested, {})[trained] = f"{run['DSC']:.4f} [{low:.4f}, {high:.4f}] (n={n})"
+    return pd.DataFrame(values), pd.DataFrame(labels).fillna("—")
+
+
+def dsc_box_plot(runs: pd.DataFrame, title: str, ax=None):
+    """Pooled DSC of every run, one box per configuration (paper order), each seed a dot."""
+    import numpy as np
+
+    order = list(seed_spread(runs).index)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    data = [runs.loc[runs["configuration"] == name, "DSC"].to_numpy() for name in order]
+    ax.boxplot(data, tick_labels=order)
+    for i, values in enumerate(data, start=1):
+        ax.plot(np.full(len(values), i) + np.linspace(-0.08, 0.08, len(values)), values, "o", ms=4, alpha=0.7)
+    ax.set_ylabel("pooled DSC per run")
+    ax.set_title(title)
+    return ax.figure
+
+
+# ---- real test images: best, median and worst of a run ---------------------------------------------
+
+
+def best_median_worst(ids, dsc) -> dict[str, tuple[str, float]]:
+    """The images with the highest, the median and the lowest per-image DSC: kind -> (id, DSC)."""
+    import numpy as np
+
+    order = np.argsort(np.asarray(dsc), kind="stable")
+    picks = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
+    return {kind: (ids[i], float(dsc[i])) for kind, i in picks.items()}
+
+
+def best_median_worst_figure(model, data, record: dict, split: str = "test", size: float = 2.4):
+    """A 3-column figure of the best, median and worst test images of `record` (per-image DSC of an
+    `evaluate` result), each with the expert outline (green) and `model`'s prediction (red).
+
+    `data`: the prepared dataset the record was tested on; images are normalised with the whole split's
+    statistics, as evaluation does, so the DSC in each title is the recorded one and is checked against
+    the model's prediction here."""
+    import numpy as np
+    import torch
+
+    from .data.dataset import paper_normalize, split_statistics
+    from .data.tensors import load_data
+    from .metrics import confusion_counts, pooled_metrics
+
+    prepared = load_data(data)
+    chosen = best_median_worst(record["per_image"]["ids"], record["per_image"]["dsc"])
+    split_rows = prepared.indices(split)
+    mean, std = split_statistics(prepared.images, split_rows)
+    row_of = {prepared.ids[i]: i for i in split_rows}
+    rows = [row_of[image_id] for image_id, _ in chosen.values()]
+    images = torch.from_numpy(paper_normalize(prepared.images[rows], mean, std)).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        probs = model.eval()(images)[:, 0].float()
+    masks = torch.from_numpy(prepared.masks[rows]).float().div(255.0)
+    measured = [pooled_metrics(confusion_counts(p[None], m[None], 0.5))["dsc"] for p, m in zip(probs, masks)]
+    titles = [f"{kind}: DSC {recorded:.3f}" for kind, (_, recorded) in chosen.items()]
+    fig = show_overlays(prepared.images[rows], prepared.masks[rows], probs.numpy(), titles=titles, columns=3)
+    fig.set_size_inches(size * 3, size + 0.3)
+    return fig, {kind: {"id": image_id, "recorded DSC": recorded, "DSC here": float(value)}
+                 for (kind, (image_id, recorded)), value in zip(chosen.items(), np.asarray(measured))}

@@ -3,8 +3,8 @@
 `ulvm reproduce --profile quick` (the default of `make reproduce`) runs every notebook of `notebooks/`
 on the CPU on the synthetic embedded dataset; `--profile paper` runs the paper's full protocol on
 prepared real data (a GPU is advised). The profile only decides the *parameters* injected into each
-notebook's cell tagged `parameters` (`PROFILE`, `DATA`, `DEVICE`, `RUNS`, `SEEDS`, ...); what a
-profile means for training (epochs, image counts) lives in `ulvm.config.Config.profile`.
+notebook's cell tagged `parameters` (`NOTEBOOK_PARAMETERS`: `PROFILE`, `DATA`, `DEVICE`, `RUNS`,
+`SEEDS`, ...); what a profile means for training (epochs, image counts) lives in `ulvm.config.Config.profile`.
 
 Executed copies go to `book/executed/` (a build product, git-ignored), which `_toc.yml` points at;
 Jupyter Book never executes anything itself (`execute_notebooks: "off"` in `_config.yml`). A notebook
@@ -12,6 +12,12 @@ is executed into a hidden temporary file, then published with an atomic write, s
 half a notebook. If a cell fails, the partial notebook (with the traceback) is still published, the
 run stops and the error names the notebook and the cell. `resume=True` skips notebooks whose executed
 copy succeeded, is newer than its source and ran with the same parameters.
+
+After every call, `book/executed/execution.json` records each notebook's status, seconds, end time and
+profile (merged with earlier calls), and `book/executed/reproducibility.md`, the book's reproducibility
+page, is rewritten from it: the execution table, this machine's environment, and how each recorded
+result set under `book/results/` was produced (read from the records). The helpers notebooks use to find
+things (`project_root`, `resolve`, `dataset_path`, `run_folder`) live in `ulvm.book`.
 
 How to run the book is explained in `book/how_to_run.md`.
 """
@@ -22,14 +28,17 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+from .book import dataset_path, project_root, resolve, run_folder  # noqa: F401  (the notebooks' helpers, re-exported)
 from .errors import UlvmError
 from .io import atomic_write_bytes
 
-# The parameters each profile injects. Paths are relative to the project root (the folder holding
-# `_toc.yml`); a notebook receives only the names its `parameters` cell declares.
-PROFILES: dict[str, dict] = {
+# The parameters each book profile injects into the notebooks (not `ulvm.config.PROFILES`, which are
+# training protocols). Paths are relative to the project root (the folder holding `_toc.yml`); a notebook
+# receives only the names its `parameters` cell declares.
+NOTEBOOK_PARAMETERS: dict[str, dict] = {
     "quick": {
         "PROFILE": "quick",
         "DATA": "synthetic",  # `ulvm.data.default_dataset()`: runs on a fresh machine, no download
@@ -52,8 +61,12 @@ PROFILES: dict[str, dict] = {
     },
 }
 
+PROFILES = NOTEBOOK_PARAMETERS  # the former name, still read by ulvm.cli.book
+
 NOTEBOOK_DIR = "notebooks"
 EXECUTED_DIR = "book/executed"
+EXECUTION_RECORD = "execution.json"      # in EXECUTED_DIR: what ran, when, how long (the status page reads it)
+STATUS_PAGE = "reproducibility.md"       # in EXECUTED_DIR: the book's reproducibility page
 
 class NotebookFailed(UlvmError):
     """A cell of a notebook raised: the message names the notebook, the cell and the error."""
@@ -63,26 +76,7 @@ class NotebookResult:
     name: str
     status: str  # "ran", "skipped" (resume: up to date) or "failed"
     seconds: float
-
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The folder holding `_toc.yml`: searched upward from `start` (default: the working directory),
-    else the checkout this package was imported from. Notebooks resolve their paths against it, so they
-    run the same from JupyterLab (working directory `notebooks/`) and from papermill."""
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "_toc.yml").is_file():
-            return folder
-    package_checkout = Path(__file__).resolve().parents[1]
-    if (package_checkout / "_toc.yml").is_file():
-        return package_checkout
-    raise UlvmError(f"no _toc.yml found above {here}: run from inside the project checkout")
-
-def resolve(path: str | os.PathLike | None, root: Path | None = None) -> Path | None:
-    """A notebook parameter path made absolute against the project root (None stays None)."""
-    if path is None:
-        return None
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else (root or project_root()) / path
+    finished: str = ""  # UTC time the notebook ended (ISO 8601)
 
 def list_notebooks(root: Path, only: list[str] | None = None) -> list[Path]:
     """The book's notebooks in their two-digit order; `only` selects by prefix ("03") or full stem."""
@@ -100,9 +94,9 @@ def list_notebooks(root: Path, only: list[str] | None = None) -> list[Path]:
 
 def profile_parameters(profile: str, **overrides) -> dict:
     """The parameters of a named profile, with `overrides` (None values are ignored) applied."""
-    if profile not in PROFILES:
-        raise UlvmError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
-    parameters = dict(PROFILES[profile])
+    if profile not in NOTEBOOK_PARAMETERS:
+        raise UlvmError(f"unknown profile {profile!r} (choose from {', '.join(NOTEBOOK_PARAMETERS)})")
+    parameters = dict(NOTEBOOK_PARAMETERS[profile])
     parameters.update({key: value for key, value in overrides.items() if value is not None})
     return parameters
 
@@ -187,11 +181,14 @@ def reproduce(profile: str = "quick", only: list[str] | None = None, resume: boo
             try:
                 execute_notebook(source, executed, wanted, root)
             except NotebookFailed:
-                results.append(NotebookResult(source.stem, "failed", time.perf_counter() - start))
+                results.append(NotebookResult(source.stem, "failed", time.perf_counter() - start, utc_now()))
                 raise
-            results.append(NotebookResult(source.stem, "ran", time.perf_counter() - start))
+            results.append(NotebookResult(source.stem, "ran", time.perf_counter() - start, utc_now()))
     finally:
         print(timing_table(results, profile))
+        if results:
+            record = record_execution(out / EXECUTION_RECORD, results, profile, parameters)
+            write_status_page(out / STATUS_PAGE, record, root)
     return results
 
 def timing_table(results: list[NotebookResult], profile: str) -> str:
@@ -203,49 +200,142 @@ def timing_table(results: list[NotebookResult], profile: str) -> str:
     return "\n".join(lines)
 
 
-# ---- what the notebooks call to find their data --------------------------------
+# ---- the reproducibility page: what ran, where, and how the recorded results were made ----------------
 
 
-def dataset_path(data: str | os.PathLike, root: Path | None = None, all_test: bool = False) -> Path:
-    """The prepared dataset a notebook's `DATA` (or `PH2`) parameter names.
-
-    "synthetic" is the embedded default (`ulvm.data.default_dataset`, generated under `data/` on first
-    use); a prepared folder (with `manifest.json`) is used as it is; a raw folder in the custom layout
-    (`images/` + `masks/`, e.g. `../shared/realdata/PH2`) is prepared once into `data/prepared/<name>`,
-    with every image in the test split when `all_test` (external validation, as the paper uses PH2).
-    """
-    root = root or project_root()
-    if str(data) == "synthetic":
-        from .data import default_dataset
-
-        return default_dataset(root / "data")
-    path = resolve(data, root)
-    if (path / "manifest.json").is_file():
-        return path
-    if (path / "images").is_dir() and (path / "masks").is_dir():
-        from .data import prepare
-
-        prepared = root / "data" / "prepared" / (path.name.lower() + ("_test" if all_test else ""))
-        if not (prepared / "manifest.json").is_file():
-            n = sum(1 for f in (path / "images").iterdir() if not f.name.startswith("."))
-            prepare("folder", path, prepared, counts={"test": n} if all_test else None,
-                    overwrite=prepared.exists())
-        return prepared
-    raise UlvmError(f"{path}: not a prepared dataset (no manifest.json) nor an images/ + masks/ folder; "
-                    f"prepare one with `ulvm prepare isic2017|isic2018|ph2|folder --src RAW --out {data}`")
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_folder(runs: str | os.PathLike, data_dir: Path, config) -> Path:
-    """Where the book keeps the run of `config` on `data_dir`: `RUNS/<data>_x<parallel>[_nobridge]_seed<seed>_<digest>`.
+def environment() -> dict:
+    """Python, the key packages' versions, the CPU and the GPU (if torch sees one) of this machine."""
+    import importlib.metadata
+    import platform
 
-    The digest (8 hex digits of the config's SHA-256) gives every distinct config its own folder, so a
-    changed profile trains a new run instead of colliding with an old one, while re-executing the book
-    with the same config reuses (or resumes) the run already there.
-    """
-    import hashlib
+    packages = {}
+    for name in ("ulvm", "torch", "numpy", "scipy", "pandas", "matplotlib", "pillow", "papermill",
+                 "jupyter-book"):
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = "not installed"
+    gpu = "none"
+    try:
+        import torch
 
+        if torch.cuda.is_available():
+            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except ImportError:
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "gpu": gpu, "packages": packages}
+
+
+def record_execution(path: Path, results: list[NotebookResult], profile: str, parameters: dict) -> dict:
+    """Merge this call's notebooks into the JSON record at `path` (one entry per notebook, the latest run
+    kept; skipped notebooks keep their earlier entry) and return the record."""
     from .io import json_dumps
+    from .version import code_version
 
-    digest = hashlib.sha256(json_dumps(config.to_dict()).encode("utf-8")).hexdigest()[:8]
-    bridge = "" if config.bridge else "_nobridge"
-    return resolve(runs) / f"{data_dir.name}_x{config.parallel}{bridge}_seed{config.seed}_{digest}"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    notebooks = record.get("notebooks", {})
+    for result in results:
+        if result.status != "skipped" or result.name not in notebooks:
+            notebooks[result.name] = {"status": result.status, "seconds": round(result.seconds, 1),
+                                      "finished": result.finished, "profile": profile}
+    record = {"updated": utc_now(), "profile": profile, "parameters": parameters,
+              "code_version": code_version(), "environment": environment(),
+              "notebooks": dict(sorted(notebooks.items()))}
+    atomic_write_bytes(path, json_dumps(record).encode("utf-8"))
+    return record
+
+
+# The `ulvm grid` (ulvm.experiments) that wrote each top folder of book/results/ (`--record`), with the
+# runs' test sets given as `--external`.
+GRID_OF_SET = {"isic2017": "isic2017", "ph2_cv": "ph2-cv", "ph2_transfer": "ph2-transfer"}
+
+
+def recorded_sets_table(root: Path) -> list[dict]:
+    """One row per recorded result set under `book/results/`: runs, where and with which code they ran,
+    the command that made them and the training time, read from the records themselves."""
+    from .book import RECORDED_SETS
+
+    rows = []
+    for (trained_on, tested_on), folder in RECORDED_SETS.items():
+        files = sorted((root / "book" / "results" / folder).glob("*.json"))
+        if not files:
+            continue
+        records = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+        machines = {f"{r.get('machine', {}).get('gpu') or r.get('machine', {}).get('device', '?')}, "
+                    f"torch {r.get('machine', {}).get('torch', '?')}" for r in records}
+        train_s = [r["train_time_s"] for r in records if r.get("train_time_s")]
+        grid = GRID_OF_SET.get(folder.split("/")[0], "?")
+        rows.append({
+            "result set": f"`book/results/{folder}/`", "trained on": trained_on, "tested on": tested_on,
+            "runs": len(records), "test images": records[0].get("n_images"),
+            "machine": "; ".join(sorted(machines)),
+            "code": ", ".join(sorted({str(r.get("code_version", "?")) for r in records})),
+            "training time per run (min)": f"{min(train_s) / 60:.0f}-{max(train_s) / 60:.0f}" if train_s else "-",
+            "made by": f"`ulvm grid {grid}`" + (f", concurrent runs: {records[0]['concurrent_runs']}"
+                                                 if "concurrent_runs" in records[0] else ""),
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "*(none)*"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(row.get(k, "")) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_status_page(path: Path, record: dict, root: Path) -> Path:
+    """The book's reproducibility page (markdown, a build product beside the executed notebooks)."""
+    env = record["environment"]
+    executed = [{"notebook": name, "status": entry["status"], "seconds": f"{entry['seconds']:.1f}",
+                 "finished (UTC)": entry["finished"] or "-", "profile": entry["profile"]}
+                for name, entry in record["notebooks"].items()]
+    total = sum(entry["seconds"] for entry in record["notebooks"].values())
+    packages = [{"package": name, "version": version} for name, version in env["packages"].items()]
+    text = f"""# Reproducibility
+
+This page is written by `ulvm reproduce` (run by `make reproduce`) each time it executes notebooks; its
+data is `book/executed/{EXECUTION_RECORD}`. Nothing here is typed by hand.
+
+## Execution of this build
+
+Profile **{record['profile']}**, code version `{record['code_version']}`, last updated {record['updated']}.
+Every notebook ran with papermill, in order, with the parameters below; the total is {total:.0f} s.
+
+{markdown_table(executed)}
+
+Parameters injected into the notebooks' `parameters` cells:
+
+{markdown_table([{"parameter": k, "value": f"`{v!r}`"} for k, v in record['parameters'].items()])}
+
+## Environment
+
+Python {env['python']} on {env['platform']}; CPU {env['cpu']} ({env['cpu_count']} logical cores); GPU: {env['gpu']}.
+
+{markdown_table(packages)}
+
+## Recorded result sets
+
+The real-data results the Results part reads were trained on GPU machines and committed as JSON records
+under `book/results/` (one file per run: config, pooled and per-image metrics, bootstrap CI, training
+history, machine, code version). This table is read from those records.
+
+{markdown_table(recorded_sets_table(root))}
+
+## Citing
+
+The project's citation metadata is in `CITATION.cff` at the top of the repository; please cite the
+original paper too (see the bibliography).
+"""
+    return atomic_write_bytes(path, text.encode("utf-8"))
