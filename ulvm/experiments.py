@@ -33,28 +33,43 @@ from .version import require_clean
 
 @dataclass(frozen=True)
 class Job:
+    """One run of a grid: the axes a grid crosses, plus the profile and `--set` overrides (FIELD=JSON)."""
     parallel: int
     bridge: bool
     fold: int | None
     seed: int
+    model: str = "ultralight"
+    profile: str = "paper"
+    overrides: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
+        """p4_b1_f0_s42 (no _f part without a fold), prefixed by the model when it is not UltraLight VM-UNet."""
         fold = "" if self.fold is None else f"_f{self.fold}"
-        return f"p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
+        model = "" if self.model == "ultralight" else f"{self.model}_"
+        return f"{model}p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
 
-    def command(self, data: Path, runs: Path, device: str = "cuda") -> list[str]:
+    def command(self, data: Path, runs: Path, device: str = "cuda", settings: tuple[str, ...] = ()) -> list[str]:
+        """`ulvm train` of this job into RUNS/NAME (it resumes an unfinished run); `settings`: more flags of
+        how it runs (e.g. --threads 1), never of what it computes."""
         cmd = [sys.executable, "-m", "ulvm", "train", "--data", str(data), "--out", str(runs / self.name),
-               "--profile", "paper", "--seed", str(self.seed), "--parallel", str(self.parallel),
+               "--profile", self.profile, "--seed", str(self.seed), "--parallel", str(self.parallel),
                "--device", device, "--no-progress"]
         if self.fold is not None:
             cmd += ["--fold", str(self.fold)]
-        return cmd if self.bridge else cmd + ["--no-bridge"]
+        if self.model != "ultralight":
+            cmd += ["--model", self.model]
+        if not self.bridge:
+            cmd += ["--no-bridge"]
+        for item in self.overrides:
+            cmd += ["--set", item]
+        return cmd + list(settings)
 
-    def test_command(self, external: Path, runs: Path, device: str = "cuda") -> list[str]:
-        """`ulvm test` of this job's best.pt on the test split of another prepared dataset."""
+    def test_command(self, external: Path, runs: Path, device: str = "cuda",
+                     settings: tuple[str, ...] = ()) -> list[str]:
+        """`ulvm test` of this job's best.pt on the test split of a prepared dataset (its own or another)."""
         return [sys.executable, "-m", "ulvm", "test", "--run", str(runs / self.name), "--data", str(external),
-                "--device", device]
+                "--device", device, *settings]
 
 
 def ph2_grid(folds=range(5)) -> list[Job]:

@@ -10,9 +10,9 @@ import logging
 import sys
 
 from ..errors import UlvmError
-from . import book, data, engine, model
+from . import book, data, engine, model, sweep
 
-GROUPS = (model, data, engine, book)
+GROUPS = (model, data, engine, sweep, book)
 
 
 def build_parser() -> argparse.ArgumentParser:
