@@ -81,6 +81,19 @@ def test_offline_wheels_command_pins_the_extra():
     assert command.startswith("pip download --dest wheels --only-binary=:all:")
 
 
+def test_gpu_slots_come_from_cuda_visible_devices_and_pin_by_worker_name(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    import ulvm.sweep
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
+    assert ulvm.sweep.visible_gpus() == ("2", "5")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert ulvm.sweep.visible_gpus() == ()
+    names = iter([0, 1, 2, 3])                       # LocalCluster workers are named 0..n-1
+    monkeypatch.setattr(distributed, "get_worker", lambda: type("W", (), {"name": next(names)}))
+    assert [ulvm.sweep._worker_gpu(("2", "5")) for _ in range(4)] == ["2", "5", "2", "5"]
+    assert ulvm.sweep._worker_gpu(()) is None
+
+
 # --- tiny sweeps on Dask ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
