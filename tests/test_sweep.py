@@ -94,6 +94,24 @@ def test_gpu_slots_come_from_cuda_visible_devices_and_pin_by_worker_name(monkeyp
     assert ulvm.sweep._worker_gpu(()) is None
 
 
+def test_a_tested_run_is_only_recorded_and_missing_data_is_refused_early(tmp_path, capsys):
+    grid = parse_grid({"name": "g", "data": str(tmp_path / "ph2"), "fold": 0}, "g.yaml")
+    run = tmp_path / "runs" / "p4_b1_f0_s42"
+    run.mkdir(parents=True)
+    (run / "results_ph2_test_fold0.json").write_text(json.dumps(
+        {"pooled": {"dsc": 0.9}, "code_version": "abc1234", "data": {"root": "/x/ph2"}, "run_dir": str(run)}))
+    (run / "log.csv").write_text("epoch,lr,train_loss,val_loss,val_dsc,val_iou,epoch_time_s\n1,1,1,1,1,1,2.5\n")
+    sweep(grid, tmp_path / "runs", tmp_path / "record", dry_run=True)
+    assert "p4_b1_f0_s42                 tested" in capsys.readouterr().out
+    result = sweep(grid, tmp_path / "runs", tmp_path / "record", allow_dirty=True)   # no cluster, no run
+    assert result.status == {"p4_b1_f0_s42": "recorded"}
+    assert json.loads((tmp_path / "record" / "test_ph2" / "p4_b1_f0_s42.json").read_text())["train_time_s"] == 2.5
+    assert sweep(grid, tmp_path / "runs", tmp_path / "record").status == {"p4_b1_f0_s42": "skipped"}
+    other = parse_grid({"name": "g", "data": str(tmp_path / "nowhere")}, "g.yaml")
+    with pytest.raises(UlvmError, match=f"g.yaml: prepared dataset.s. not found: {tmp_path / 'nowhere'}"):
+        sweep(other, tmp_path / "runs", tmp_path / "record", allow_dirty=True)
+
+
 # --- tiny sweeps on Dask ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -276,6 +276,11 @@ def _import_distributed():
     return distributed
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 class Progress:
     """Jobs done / running / failed and an ETA: one rewritten line on a terminal, else a line per change."""
 
@@ -289,7 +294,7 @@ class Progress:
         left = self.total - done - failed
         if self.durations and left:
             eta_s = sum(self.durations) / len(self.durations) * -(-left // self.slots)
-            eta = time.strftime("%H:%M:%S", time.gmtime(eta_s)) if eta_s < 86400 else f"{eta_s / 3600:.0f} h"
+            eta = _clock(eta_s)
         else:
             eta = "0:00:00" if not left else "?"
         return f"{self.name}: {done}/{self.total} done, {running} running, {failed} failed, ETA {eta}"
@@ -352,9 +357,10 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
         counts = {state: sum(s == state for s in states.values()) for state in ("done", "tested", "partial", "new")}
         print(f"{grid.name}: {len(grid.jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=stream)
         return SweepResult({name: state for name, state in states.items()})
-    require_clean(code_version(), allow_dirty, f"ulvm sweep {grid.source}")      # refuse before training
     result = SweepResult()
     todo = [job for job in grid.jobs if states[job.name] in ("new", "partial")]
+    if any(state != "done" for state in states.values()):         # refuse before training (records need it)
+        require_clean(code_version(), allow_dirty, f"ulvm sweep {grid.source}")
     say = lambda text: print(text, file=stream, flush=True)
     for job in grid.jobs:
         if states[job.name] == "done":
@@ -369,8 +375,15 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
         say(f"{grid.name}: all {len(grid.jobs)} jobs done ({sum(s == 'skipped' for s in result.status.values())} "
             f"already recorded)")
         return result
+    missing = [str(path) for path in (grid.data, *grid.test_on) if not path.is_dir()]
+    if missing and not scheduler:                 # (a remote cluster's workers may see other folders)
+        raise UlvmError(f"{grid.source}: prepared dataset(s) not found: {', '.join(missing)} (pass --data/--test-on "
+                        "or prepare them with `ulvm prepare`)")
     distributed = _import_distributed()
     import dask
+
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):           # Dask's INFO lines drown the progress
+        logging.getLogger("distributed").setLevel(logging.WARNING)
 
     cluster = None
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):   # one task per worker thread
@@ -420,7 +433,7 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
                 else:
                     done += 1
             keys = {future.key for future in pending}
-            running = sum(key in keys for tasks in client.processing().values() for key in tasks)
+            running = min(slots, sum(key in keys for tasks in client.processing().values() for key in tasks))
             progress.show(done, running, failed)
         if progress.tty:
             stream.write("\n")
