@@ -112,6 +112,31 @@ def test_a_tested_run_is_only_recorded_and_missing_data_is_refused_early(tmp_pat
         sweep(other, tmp_path / "runs", tmp_path / "record", allow_dirty=True)
 
 
+def test_progress_is_a_line_per_change_off_a_terminal_and_one_rewritten_line_on_one():
+    import io
+
+    from ulvm.sweep import Progress
+
+    plain = io.StringIO()
+    progress = Progress("g", 5, 2, plain)
+    progress.show(0, 2, 0)
+    progress.show(0, 2, 0)
+    progress.durations.append(60.0)
+    progress.show(1, 2, 1)
+    assert plain.getvalue().splitlines() == ["g: 0/5 done, 2 running, 0 failed, ETA ?",
+                                             "g: 1/5 done, 2 running, 1 failed, ETA 0:02:00"]
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    tty = Terminal()
+    progress = Progress("g", 5, 2, tty)
+    progress.show(0, 2, 0)
+    progress.say("p4_b1_s42: recorded x")
+    progress.show(1, 1, 0)
+    assert tty.getvalue().count("\n") == 1 and tty.getvalue().startswith("\rg: 0/5 done")
+
+
 # --- tiny sweeps on Dask ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
