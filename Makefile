@@ -9,7 +9,7 @@ PROFILE ?= quick
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[cpu,book,dev,export]"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[cpu,book,dev,export,sweep]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

@@ -4,27 +4,7 @@ import json
 import pytest
 
 from ulvm.errors import RunError
-from ulvm.experiments import Job, grid_jobs, isic2017_grid, ph2_grid, record_run, record_runs
-
-
-def test_ph2_grid_covers_the_issue_most_important_first():
-    grid = ph2_grid()
-    assert len(grid) == len({job.name for job in grid}) == 30
-    assert [job.parallel for job in grid[:10]] == [4] * 5 + [1] * 5            # x4 and x1 first
-    assert sum(job.parallel == 4 and job.bridge for job in grid) == 15        # x4: 3 seeds x 5 folds
-    assert {(j.parallel, j.bridge) for j in grid} == {(4, True), (1, True), (2, True), (4, False)}
-
-
-def test_isic2017_grid_is_the_issue_grid():
-    grid = isic2017_grid()
-    assert len(grid) == len({job.name for job in grid}) == 14
-    assert [job.name for job in grid[:5]] == [f"p4_b1_s{s}" for s in range(42, 47)]
-    assert all(job.fold is None for job in grid)
-    seeds = {(j.parallel, j.bridge): {x.seed for x in grid if (x.parallel, x.bridge) == (j.parallel, j.bridge)}
-             for j in grid}
-    assert seeds[(1, True)] == seeds[(2, True)] == seeds[(4, False)] == {42, 43, 44}
-    with pytest.raises(RunError, match="unknown grid 'nope'; known: ph2-cv, isic2017"):
-        grid_jobs("nope")
+from ulvm.experiments import Job, record_run, record_runs
 
 
 def test_job_command_is_a_paper_protocol_train(tmp_path):
@@ -37,6 +17,15 @@ def test_job_command_is_a_paper_protocol_train(tmp_path):
     assert "--fold" not in Job(4, True, None, 42).command(tmp_path, tmp_path)
     test = " ".join(Job(4, True, None, 42).test_command(tmp_path / "ph2", tmp_path / "runs"))
     assert f"test --run {tmp_path / 'runs' / 'p4_b1_s42'} --data {tmp_path / 'ph2'}" in test
+
+
+def test_job_names_and_commands_of_baselines_profiles_and_overrides(tmp_path):
+    job = Job(4, True, 0, 42, model="unet", profile="quick", overrides=("epochs=2", "c_list=[8, 16]"))
+    assert job.name == "unet_p4_b1_f0_s42" and Job(2, False, None, 7).name == "p2_b0_s7"
+    command = job.command(tmp_path, tmp_path / "runs", "cpu", ("--threads", "1"))
+    assert " ".join(command).endswith("--model unet --set epochs=2 --set c_list=[8, 16] --threads 1")
+    assert command[command.index("--profile") + 1] == "quick" and "--no-bridge" not in command
+    assert job.test_command(tmp_path, tmp_path, "cpu", ("--threads", "1"))[-2:] == ["--threads", "1"]
 
 
 def _finished_run(run, version="abc1234", data_roots=("data/ph2",)):

@@ -1,28 +1,25 @@
-"""The book's real-data experiments: grids of paper-protocol runs, and the per-run records the book renders.
+"""The book's real-data experiments: the job of a grid, and the per-run records the book renders.
 
-One job = one `ulvm train` run at the paper protocol: (parallel, bridge, fold, seed), optionally followed by
-`ulvm test` on other prepared datasets (external validation: the paper tests its ISIC2017 model on all 200
-PH2 images). The grids:
+One job = one `ulvm train` run at a profile (the book's grids: the paper protocol): (model, parallel, bridge,
+fold, seed) plus config overrides, optionally followed by `ulvm test` on other prepared datasets (external
+validation: the paper tests its ISIC2017 model on all 200 PH2 images). The grids themselves are YAML files
+under book/grids/, expanded and run on Dask by `ulvm sweep` (`ulvm.sweep`):
 
-* `ph2-cv`: the PVM ablation with 5-fold cross-validation on PH2 (30 runs);
-* `isic2017`: the paper's Table 1 and PVM ablation on ISIC2017 (×4 with 5 seeds; ×2, ×1 and ×4 without
-  the bridge with 3 seeds: 14 runs), each also tested on PH2;
-* `ph2-transfer`: ×4, PH2 fold 0, seed 42, tested on ISIC2017's test split (the other half of the book's
-  transfer matrix).
+* `book/grids/ph2_cv.yaml`: the PVM ablation with 5-fold cross-validation on PH2 (30 runs);
+* `book/grids/isic2017.yaml`: the paper's Table 1 and PVM ablation on ISIC2017 (×4 with 5 seeds; ×2, ×1 and
+  ×4 without the bridge with 3 seeds: 14 runs), each also tested on PH2;
+* `book/grids/ph2_transfer.yaml`: ×4, PH2 fold 0, seed 42, tested on ISIC2017's test split (the other half
+  of the book's transfer matrix).
 
-`run_grid` runs the jobs as parallel processes (the model is so small that one run leaves a GPU mostly
-idle), spread round-robin over the GPUs it is given. `record_runs` packs what a finished run proves into
-one small JSON per test set, `DEST/test_<dataset>/<run>.json`, for the ablation and tables chapters.
-Checkpoints and images are not recorded. Every record names the commit that produced it (`ulvm.version`).
+`record_runs` packs what a finished run proves into one small JSON per test set,
+`DEST/test_<dataset>/<run>.json`, for the ablation and tables chapters. Checkpoints and images are not
+recorded. Every record names the commit that produced it (`ulvm.version`).
 """
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,79 +30,43 @@ from .version import require_clean
 
 @dataclass(frozen=True)
 class Job:
+    """One run of a grid: the axes a grid crosses, plus the profile and `--set` overrides (FIELD=JSON)."""
     parallel: int
     bridge: bool
     fold: int | None
     seed: int
+    model: str = "ultralight"
+    profile: str = "paper"
+    overrides: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
+        """p4_b1_f0_s42 (no _f part without a fold), prefixed by the model when it is not UltraLight VM-UNet."""
         fold = "" if self.fold is None else f"_f{self.fold}"
-        return f"p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
+        model = "" if self.model == "ultralight" else f"{self.model}_"
+        return f"{model}p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
 
-    def command(self, data: Path, runs: Path, device: str = "cuda") -> list[str]:
+    def command(self, data: Path, runs: Path, device: str = "cuda", settings: tuple[str, ...] = ()) -> list[str]:
+        """`ulvm train` of this job into RUNS/NAME (it resumes an unfinished run); `settings`: more flags of
+        how it runs (e.g. --threads 1), never of what it computes."""
         cmd = [sys.executable, "-m", "ulvm", "train", "--data", str(data), "--out", str(runs / self.name),
-               "--profile", "paper", "--seed", str(self.seed), "--parallel", str(self.parallel),
+               "--profile", self.profile, "--seed", str(self.seed), "--parallel", str(self.parallel),
                "--device", device, "--no-progress"]
         if self.fold is not None:
             cmd += ["--fold", str(self.fold)]
-        return cmd if self.bridge else cmd + ["--no-bridge"]
+        if self.model != "ultralight":
+            cmd += ["--model", self.model]
+        if not self.bridge:
+            cmd += ["--no-bridge"]
+        for item in self.overrides:
+            cmd += ["--set", item]
+        return cmd + list(settings)
 
-    def test_command(self, external: Path, runs: Path, device: str = "cuda") -> list[str]:
-        """`ulvm test` of this job's best.pt on the test split of another prepared dataset."""
+    def test_command(self, external: Path, runs: Path, device: str = "cuda",
+                     settings: tuple[str, ...] = ()) -> list[str]:
+        """`ulvm test` of this job's best.pt on the test split of a prepared dataset (its own or another)."""
         return [sys.executable, "-m", "ulvm", "test", "--run", str(runs / self.name), "--data", str(external),
-                "--device", device]
-
-
-def ph2_grid(folds=range(5)) -> list[Job]:
-    """The PH2 grid, most important first: ×4 and ×1 (seed 42), ×4 seeds 43 and 44, ×2, ×4 no bridge."""
-    jobs = [Job(4, True, f, 42) for f in folds] + [Job(1, True, f, 42) for f in folds]
-    jobs += [Job(4, True, f, s) for s in (43, 44) for f in folds]
-    jobs += [Job(2, True, f, 42) for f in folds] + [Job(4, False, f, 42) for f in folds]
-    return jobs
-
-
-def isic2017_grid() -> list[Job]:
-    """Table 1 and the PVM ablation on ISIC2017: ×4 seeds 42-46, then ×1, ×2, ×4 no bridge seeds 42-44."""
-    jobs = [Job(4, True, None, seed) for seed in range(42, 47)]
-    for parallel, bridge in ((1, True), (2, True), (4, False)):
-        jobs += [Job(parallel, bridge, None, seed) for seed in range(42, 45)]
-    return jobs
-
-
-GRIDS = {"ph2-cv": ph2_grid, "isic2017": isic2017_grid,
-         "ph2-transfer": lambda: [Job(4, True, 0, 42)]}
-
-
-def grid_jobs(name: str) -> list[Job]:
-    if name not in GRIDS:
-        raise RunError(f"unknown grid {name!r}; known: {', '.join(GRIDS)}")
-    return GRIDS[name]()
-
-
-def run_grid(jobs: list[Job], data: Path, runs: Path, processes: int = 10, device: str = "cuda",
-             external: tuple[Path, ...] = (), gpus: tuple[int, ...] = ()) -> dict:
-    """Run the jobs, `processes` at a time, each then tested on every `external` dataset; each job's output
-    goes to RUNS/NAME.log. With `gpus`, job i sees only GPU gpus[i % len(gpus)] (CUDA_VISIBLE_DEVICES).
-    Returns {name: exit code}. A killed grid resumes: `ulvm train` continues unfinished runs and skips
-    finished ones."""
-    runs.mkdir(parents=True, exist_ok=True)
-
-    def run(index_job: tuple[int, Job]) -> tuple[str, int]:
-        index, job = index_job
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpus[index % len(gpus)])
-        commands = [job.command(data, runs, device)] + [job.test_command(e, runs, device) for e in external]
-        with open(runs / f"{job.name}.log", "a") as log:
-            for command in commands:
-                code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-                if code != 0:
-                    return job.name, code
-        return job.name, 0
-
-    with ThreadPoolExecutor(processes) as pool:
-        return dict(pool.map(run, enumerate(jobs)))
+                "--device", device, *settings]
 
 
 def record_run(results_file: Path, dest: Path, allow_dirty: bool = False, **extra) -> Path:

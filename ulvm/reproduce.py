@@ -61,7 +61,6 @@ NOTEBOOK_PARAMETERS: dict[str, dict] = {
     },
 }
 
-PROFILES = NOTEBOOK_PARAMETERS  # the former name, still read by ulvm.cli.book
 
 NOTEBOOK_DIR = "notebooks"
 EXECUTED_DIR = "book/executed"

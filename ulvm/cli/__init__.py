@@ -10,9 +10,9 @@ import logging
 import sys
 
 from ..errors import UlvmError
-from . import book, data, deploy, engine, model
+from . import book, data, deploy, engine, model, sweep
 
-GROUPS = (model, data, engine, deploy, book)
+GROUPS = (model, data, engine, sweep, deploy, book)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 def register(sub) -> None:
     """Add this group's sub-commands to the `ulvm` parser."""
-    from ..reproduce import EXECUTED_DIR, PROFILES
+    from ..reproduce import EXECUTED_DIR, NOTEBOOK_PARAMETERS
 
     parser = sub.add_parser(
         "reproduce", help="execute the book's notebooks in order with papermill",
         description="Execute notebooks/NN_*.ipynb in order with papermill, injecting the profile's "
                     "parameters; executed copies go to book/executed/ for `jupyter-book build .`.")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick",
+    parser.add_argument("--profile", choices=sorted(NOTEBOOK_PARAMETERS), default="quick",
                         help="quick: CPU, synthetic data, minutes; paper: the full protocol on real data")
     parser.add_argument("--only", type=lambda text: [key.strip() for key in text.split(",") if key.strip()],
                         help="comma-separated notebook numbers or names, e.g. 03,08")

@@ -72,26 +72,6 @@ def register(sub) -> None:
                       help="also write prediction masks and overlays (PNG) into RUN/predictions_<data>_<split>[_fold<k>]/")
     test.set_defaults(func=run_test)
 
-    grid = sub.add_parser("grid", help="the book's real-data experiments: a grid of paper-protocol runs (GPU)",
-                          description="Runs one grid of `ulvm.experiments` (ph2-cv, isic2017, ph2-transfer) as "
-                                      "parallel processes, tests each run on the --external datasets, then "
-                                      "records every finished run under --record (one JSON per test set).")
-    grid.add_argument("name", choices=("ph2-cv", "isic2017", "ph2-transfer"), help="which grid")
-    grid.add_argument("--data", type=Path, required=True, help="prepared dataset the runs train on")
-    grid.add_argument("--external", type=Path, nargs="*", default=[],
-                      help="prepared datasets to test every run on as well (their test split)")
-    grid.add_argument("--runs", type=Path, help="run folders (default runs/NAME)")
-    grid.add_argument("--record", type=Path, help="where the small per-run JSON records go "
-                                                  "(default book/results/NAME)")
-    grid.add_argument("--processes", type=int, default=10, help="runs at once (default 10)")
-    grid.add_argument("--gpus", type=int, nargs="*", default=[],
-                      help="GPU indices to spread the runs over, round-robin (default: all runs see every GPU)")
-    grid.add_argument("--only", nargs="*", help="job names to run, e.g. p4_b1_s42 (default: the whole grid)")
-    grid.add_argument("--device", default="cuda")
-    grid.add_argument("--allow-dirty", action="store_true",
-                      help="record runs of a tree with uncommitted changes (the records say so)")
-    grid.set_defaults(func=run_grid_command)
-
     version = sub.add_parser("version", help="the code version that results are recorded with",
                              description="Prints the code version (git describe, or the stamp of a copy "
                                          "without .git). --write stamps this checkout's commit into the "
@@ -180,25 +160,6 @@ def run_test(args: argparse.Namespace) -> int:
     print(summary_line(results))
     print(f"results: {path}")
     return 0
-
-
-def run_grid_command(args: argparse.Namespace) -> int:
-    from ..experiments import grid_jobs, record_runs, run_grid
-    from ..version import code_version, require_clean
-
-    require_clean(code_version(), args.allow_dirty, f"ulvm grid {args.name}")     # refuse before training
-    runs = args.runs or Path("runs") / args.name
-    record = args.record or Path("book/results") / args.name
-    jobs = [job for job in grid_jobs(args.name) if not args.only or job.name in args.only]
-    codes = run_grid(jobs, args.data, runs, args.processes, args.device, tuple(args.external), tuple(args.gpus))
-    for name, code in codes.items():
-        if code == 0:
-            shared = dict(concurrent_runs=min(args.processes, len(jobs)), gpus=len(args.gpus) or None)
-            for path in record_runs(runs / name, record, args.allow_dirty, **shared):
-                print(f"{name}: recorded {path}")
-        else:
-            print(f"{name}: failed with exit code {code}, see {runs / name}.log")
-    return 0 if all(code == 0 for code in codes.values()) else 1
 
 
 def run_version(args: argparse.Namespace) -> int:

@@ -1,0 +1,55 @@
+"""`ulvm sweep GRID.yaml`: a grid of runs on Dask distributed (argument parsing only; the work is in
+ulvm.sweep, which imports dask only when a sweep runs)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub) -> None:
+    """Add `sweep` to the `ulvm` parser."""
+    sweep = sub.add_parser(
+        "sweep", help="run a grid of runs from a YAML file on Dask (resumable; records each finished run)",
+        description="Expands GRID.yaml (see ulvm.sweep and book/grids/) into named jobs, runs the unfinished "
+                    "ones (`ulvm train` + `ulvm test` on every test_on dataset) on a local Dask cluster, one "
+                    "worker per GPU slot, or on a running cluster (--scheduler), and writes one record per job "
+                    "and test set under --record. Finished jobs are skipped, interrupted ones resume.")
+    sweep.add_argument("grid", type=Path, help="grid file, e.g. book/grids/isic2017.yaml")
+    sweep.add_argument("--dry-run", action="store_true", help="list the jobs, their state and command; run nothing")
+    sweep.add_argument("--runs", type=Path, help="run folders (default runs/NAME)")
+    sweep.add_argument("--record", type=Path, help="where the per-run JSON records go (default book/results/NAME)")
+    sweep.add_argument("--data", type=Path, help="prepared dataset to train on, instead of the grid file's")
+    sweep.add_argument("--test-on", type=Path, nargs="*", help="prepared datasets to also test on, instead of "
+                                                               "the grid file's test_on")
+    sweep.add_argument("--runs-per-gpu", type=int, default=1, metavar="K",
+                       help="runs at once on every visible GPU (local cluster; default 1)")
+    sweep.add_argument("--workers", type=int, metavar="N",
+                       help="CPU workers when there is no GPU (local cluster; default 2)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS",
+                       help="use a running Dask cluster (e.g. tcp://host:8786, or one started by dask-jobqueue "
+                            "on SLURM/PBS) instead of a local one")
+    sweep.add_argument("--device", default="auto", help="--device of every run: auto | cpu | cuda (default auto)")
+    sweep.add_argument("--threads", type=int, help="--threads of every run (CPU threads for torch)")
+    sweep.add_argument("--allow-dirty", action="store_true",
+                       help="record runs of a tree with uncommitted changes (the records say so)")
+    sweep.set_defaults(func=run_sweep)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..errors import UlvmError
+    from ..sweep import load_grid, sweep
+
+    if args.runs_per_gpu < 1 or (args.workers is not None and args.workers < 1):
+        raise UlvmError("--runs-per-gpu and --workers must be at least 1")
+    grid = load_grid(args.grid)
+    if args.data is not None:
+        grid = replace(grid, data=args.data)
+    if args.test_on is not None:
+        grid = replace(grid, test_on=tuple(args.test_on))
+    settings = ("--threads", str(args.threads)) if args.threads is not None else ()
+    result = sweep(grid, args.runs, args.record, dry_run=args.dry_run, scheduler=args.scheduler,
+                   workers=args.workers, runs_per_gpu=args.runs_per_gpu, device=args.device, settings=settings,
+                   allow_dirty=args.allow_dirty)
+    return 0 if result.ok else 1
