@@ -20,9 +20,7 @@ from __future__ import annotations
 import copy
 import io
 import os
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from .io import atomic_write_bytes
+from .runtime import time_ms
 
 DEFAULT_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "prob"
@@ -173,17 +172,6 @@ def amplify_mamba_(model: torch.nn.Module, factor: float = 300.0) -> torch.nn.Mo
     return model
 
 
-def _median_ms(fn, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats: int = 20, warmup: int = 3,
                   threads: int = 2, workdir: str | os.PathLike | None = None, compile: bool = False,
                   progress=print) -> list[dict]:
@@ -213,7 +201,7 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
 
             def add(name, fn):
                 rows.append({"path": name, "rel_error": float(np.abs(fn() - expected).max() / np.abs(expected).max()),
-                             "ms": _median_ms(fn, repeats, warmup)})
+                             "ms": time_ms(fn, "cpu", repeats, warmup)})
                 progress(f"{name:<28} {rows[-1]['ms']:8.2f} ms   rel. error {rows[-1]['rel_error']:.1e}")
 
             add("torch eager parallel", lambda: model.set_backend("parallel")(x).numpy())

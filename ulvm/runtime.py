@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import platform
 import random
+import statistics
+import time
 
 import numpy as np
 import torch
@@ -41,3 +43,18 @@ def describe_machine(device: torch.device | str = "cpu") -> dict:
         info["cuda"] = torch.version.cuda
     return info
 
+
+def time_ms(fn, device: torch.device | str = "cpu", repeats: int = 20, warmup: int = 2) -> float:
+    """Median wall time of fn() in milliseconds, synchronising the GPU around each call: the one timer of
+    the benchmarks (`ulvm bench`, `ulvm.export.cpu_benchmark`)."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)

@@ -10,10 +10,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("bench", help="time inference and a training step for every scan backend, side by side")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=int, default=256, help="input size (default 256)")
     p.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (median reported)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--paths", nargs="*", default=None, help="only these paths, e.g. parallel 'parallel + graph'")
+    p.add_argument("--onnx", action="store_true",
+                   help="CPU: also time ONNX Runtime fp32 and INT8 at batch 1 against eager PyTorch, in this process "
+                        "(needs the export extra)")
     p.add_argument("--out", default=None, help="also write the results as JSON here")
     p.set_defaults(func=_bench)
 
@@ -41,6 +44,10 @@ def _bench(args) -> int:
     result = run_benchmark(args.device, size=args.size, repeats=args.repeats, paths=args.paths,
                            progress=lambda line: print(line, flush=True))
     print(format_table(result))
+    if args.onnx:
+        from ..export import cpu_benchmark
+
+        result["deployment_rows"] = cpu_benchmark(threads=torch.get_num_threads(), progress=print)
     if args.out:
         atomic_write_json(args.out, result)
         print(f"written {args.out}")

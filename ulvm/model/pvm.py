@@ -31,6 +31,9 @@ class PVMLayer(nn.Module):
                            backend=backend)
         self.proj = nn.Linear(input_dim, output_dim)
         self.skip_scale = nn.Parameter(torch.ones(1))
+        # True: the p chunks as ONE Mamba call on p·B sequences (ours); False: one call per chunk, as the
+        # official forward does (same result; `ulvm bench` times both).
+        self.batch_chunks = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C_out, H, W)."""
@@ -40,10 +43,14 @@ class PVMLayer(nn.Module):
         p, width = self.parallel, channels // self.parallel
         tokens = self.norm(x.flatten(2).transpose(1, 2))                       # (B, L, C)
         length = tokens.shape[1]
-        # The p chunks share every weight, so run them as ONE Mamba call on a batch of p·B sequences
-        # (the official code loops over chunks; same result, p times fewer kernel launches).
-        chunks = tokens.view(batch, length, p, width).permute(2, 0, 1, 3).reshape(p * batch, length, width)
-        mixed = self.mamba(chunks) + self.skip_scale * chunks                   # (p·B, L, C/p)
-        mixed = mixed.view(p, batch, length, width).permute(1, 2, 0, 3).reshape(batch, length, channels)
+        if self.batch_chunks:
+            # The p chunks share every weight, so run them as ONE Mamba call on a batch of p·B sequences
+            # (the official code loops over chunks; same result, p times fewer kernel launches).
+            chunks = tokens.view(batch, length, p, width).permute(2, 0, 1, 3).reshape(p * batch, length, width)
+            mixed = self.mamba(chunks) + self.skip_scale * chunks               # (p·B, L, C/p)
+            mixed = mixed.view(p, batch, length, width).permute(1, 2, 0, 3).reshape(batch, length, channels)
+        else:                                                                   # the official loop
+            mixed = torch.cat([self.mamba(chunk) + self.skip_scale * chunk
+                               for chunk in torch.chunk(tokens, p, dim=2)], dim=2)   # (B, L, C)
         out = self.proj(self.norm(mixed))                                       # (B, L, C_out)
         return out.transpose(1, 2).reshape(batch, self.output_dim, *spatial)

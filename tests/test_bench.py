@@ -1,0 +1,17 @@
+"""`ulvm bench`: paths side by side in one process, ratios against the fastest baseline of that process."""
+from ulvm.bench import format_table, run_benchmark
+
+
+def test_cpu_benchmark_times_the_official_structure_and_ours_against_the_fastest_baseline():
+    paths = ["official (4 calls, reference scan)", "reference", "parallel", "chunked"]
+    result = run_benchmark("cpu", size=64, repeats=2, paths=paths, progress=lambda line: None)
+    rows = {row["path"]: row for row in result["rows"]}
+    assert list(rows) == paths and not result["failed"]
+    assert all(row["counted"] for row in rows.values())               # every path matches the fp64 reference
+    assert rows[paths[0]]["baseline"] and not rows["parallel"]["baseline"]
+    # inference: the official fallback is the only baseline here, so every ratio is against it
+    assert result["fastest_baseline"]["infer_b1_ms"] == paths[0]
+    assert rows[paths[0]]["infer_b1_speedup"] == 1.0
+    # training: no baseline trains on the CPU (the reference scan is inference-only there): the first timed row
+    assert "train_b8_ms" not in rows[paths[0]] and result["fastest_baseline"]["train_b8_ms"] == "parallel"
+    assert "fastest baseline measured in this process" in format_table(result)
