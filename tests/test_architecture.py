@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ulvm"
 
 # room -> level; a room is a top-level module or subpackage of ulvm.
 LEVELS = {
-    "errors": 0, "io": 0, "version": 0, "paper": 0,
+    "errors": 0, "io": 0, "version": 0, "paper": 0, "progress": 0,
     "config": 1,
     "ssm": 2, "metrics": 2, "losses": 2, "runtime": 2,
     "model": 3, "baselines": 3, "data": 3,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import CPU, tiny_config, write_tiny_prepared
+from helpers import CPU, interrupted_fit, tiny_config, write_tiny_prepared
 from ulvm.checkpoint import load_run
 from ulvm.cli import main
 from ulvm.data.tensors import split_tensors
@@ -130,3 +130,37 @@ def test_a_run_folder_of_another_format_is_a_clear_error(trained, tmp_path, caps
             call()
     assert main(["test", "--run", str(old), "--device", "cpu"]) == 2
     assert "best.pt: not a run checkpoint" in capsys.readouterr().err
+
+
+def test_results_of_another_dataset_with_the_same_folder_name_are_not_overwritten(trained, tmp_path):
+    data, run = trained
+    twin = write_tiny_prepared(tmp_path, n=12, seed=5)                  # also a folder named "prepared"
+    assert twin.name == data.name
+    write_results(evaluate(run, data, settings=CPU, bootstrap=0), run)
+    with pytest.raises(RunError, match="holds the results of another dataset with the same folder name"):
+        write_results(evaluate(run, twin, settings=CPU, bootstrap=0), run)
+
+
+def test_a_run_trained_with_a_relative_path_tests_from_anywhere_and_says_where_the_path_came_from(
+        tmp_path, monkeypatch, capsys):
+    write_tiny_prepared(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    tiny_config(epochs=2).to_yaml(config)
+    assert main(["train", "--data", "prepared", "--out", "run", "--config", str(config), "--device", "cpu",
+                 "--no-progress", "--no-test"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["test", "--run", "../run", "--device", "cpu", "--bootstrap", "0"]) == 0
+    (tmp_path / "prepared").rename(tmp_path / "moved")
+    assert main(["test", "--run", "../run", "--device", "cpu"]) == 2
+    assert "the path is the one stored in the checkpoint" in capsys.readouterr().err
+
+
+def test_testing_an_unfinished_run_warns(trained, tmp_path, capsys):
+    data, _ = trained
+    run = tmp_path / "run"
+    interrupted_fit(tiny_config(epochs=3), data, run, pytest.MonkeyPatch(), after_epochs=1)
+    assert main(["test", "--run", str(run), "--data", str(data), "--device", "cpu", "--bootstrap", "0"]) == 0
+    assert "has not finished training (epoch 1 of 3)" in capsys.readouterr().err

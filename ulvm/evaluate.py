@@ -17,6 +17,7 @@ files.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,25 @@ def results_path(run_dir: str | Path, results: dict[str, Any]) -> Path:
 
 
 def write_results(results: dict[str, Any], run_dir: str | Path | None = None) -> Path:
-    """Write `results` atomically next to the run (`results_path`); returns the file written."""
+    """Write `results` atomically next to the run (`results_path`); returns the file written.
+
+    Refuses to replace the results of ANOTHER dataset whose folder has the same name (same file name,
+    other content hash): that would silently lose them."""
     run_dir = run_dir if run_dir is not None else results.get("run_dir")
     if run_dir is None:
         raise RunError("write_results: no run folder given and the results do not come from a run")
-    return atomic_write_json(results_path(run_dir, results), results)
+    path = results_path(run_dir, results)
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8"))["data"]
+        except (ValueError, KeyError, TypeError):
+            earlier = None
+        if earlier is not None and earlier.get("content_hash") != results["data"]["content_hash"]:
+            raise RunError(f"{path} holds the results of another dataset with the same folder name "
+                           f"({earlier.get('root')}, content {str(earlier.get('content_hash'))[:12]}; now "
+                           f"{results['data']['root']}, content {results['data']['content_hash'][:12]}); "
+                           "rename one dataset folder, or move that file away, to keep both")
+    return atomic_write_json(path, results)
 
 
 def summary_line(results: dict[str, Any]) -> str:

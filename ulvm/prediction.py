@@ -33,6 +33,7 @@ from .inference import overlay
 from .io import atomic_write_bytes
 from .model import build_model
 from .pretrained import available, load_pretrained
+from .progress import progress_bar
 from .runtime import resolve_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -132,8 +133,6 @@ def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, ove
     """Write `OUT/<stem>_mask.png` (0/255, original size) and with `overlay_images` `OUT/<stem>_overlay.png`
     for every image in `inputs`. Unreadable inputs are reported in the result and skipped; each file is
     written atomically, so nothing is half-written."""
-    from tqdm.auto import tqdm
-
     files = image_files(inputs)
     if not files:
         raise UlvmError(f"no images found in {', '.join(map(str, inputs))} (suffixes: {', '.join(IMAGE_SUFFIXES)})")
@@ -145,7 +144,7 @@ def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, ove
     model = load_weights(weights, device, backend)
     size = getattr(getattr(model, "config", None), "input_size", 256)
     out_dir, report = Path(out_dir), PredictReport()
-    with tqdm(total=len(files), disable=not progress, unit="img", desc="predict") as bar:
+    with progress_bar(total=len(files), disable=not progress, unit="img", desc="predict") as bar:
         for part in batches(len(files), batch_size):
             readable = []
             for path in files[part]:

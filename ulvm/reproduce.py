@@ -129,7 +129,10 @@ def execute_notebook(source: Path, executed: Path, parameters: dict, root: Path)
     try:
         papermill.execute_notebook(
             str(source), str(running), parameters=parameters, cwd=str(root),
-            kernel_name="python3", progress_bar=False, log_output=False)
+            kernel_name="python3", progress_bar=False, log_output=False,
+            # the kernel's own log (a "running over TCP without encryption" warning about local sockets
+            # only this process uses, a shutdown interrupt) is noise; cell errors reach us through papermill
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except PapermillExecutionError as error:
         publish(running, executed)
         first_line = next((line for line in error.source.splitlines() if line.strip()), "")

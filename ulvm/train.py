@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -55,6 +56,7 @@ from .inference import validate
 from .losses import bce_dice_loss, loss_weights
 from .model import build_model
 from .optim import build_optimizer
+from .progress import progress_bar
 from .runs import TrainResult, epoch_line, open_tensorboard, prepare_run_dir, run_result, write_log
 from .runtime import resolve_device, seed_everything
 from .ssm import resolve
@@ -169,14 +171,14 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
 
 def _train_epoch(run: _Training, epoch: int, progress: bool) -> dict[str, float]:
     """One pass over the training split; returns the epoch's log row so far (epoch, lr, train_loss)."""
-    from tqdm.auto import tqdm
-
     config = run.config
     lr = float(run.optimizer.param_groups[0]["lr"])
     weights = loss_weights(config)
     run.model.train()
     loss_sum = torch.zeros((), device=run.device)
-    bar = tqdm(run.batcher.epoch(), total=run.batcher.steps(), disable=not progress, leave=False,
+    # in a log (not a terminal) the epoch summary lines are the progress: no per-step lines
+    bar = progress_bar(run.batcher.epoch(), total=run.batcher.steps(), disable=not (progress and sys.stderr.isatty()),
+                       leave=False,
                desc=f"epoch {epoch}/{config.epochs}", unit="step")
     for step, (images, masks) in enumerate(bar, start=1):
         if run.graphed and images.shape[0] == config.batch_size:

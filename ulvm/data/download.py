@@ -31,9 +31,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..progress import progress_bar
 from ..io import atomic_directory, atomic_write_json
 from .checks import file_sha256
 from .layouts import ph2_samples
@@ -111,7 +111,7 @@ def fetch(url: str, dest: str | os.PathLike, *, expected_size: int | None = None
                     part.unlink(missing_ok=True)
                     raise DataError(f"{url}: server reports {total} bytes, expected {expected_size}")
                 with open(part, "ab" if offset else "wb") as out, \
-                        tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
+                        progress_bar(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
                              disable=not progress, leave=False) as bar:
                     for block in iter(lambda: response.read(1 << 16), b""):
                         out.write(block)

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..progress import progress_bar
 from ..io import OWNER_MARKER, atomic_directory, atomic_write_bytes, json_dumps, pid_alive
 from .checks import file_sha256, read_image, read_mask
 from .layouts import RawSample, raw_samples
@@ -284,12 +284,12 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
             if workers > 1:
                 with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                     try:
-                        records = list(tqdm(pool.map(work, samples, chunksize=4), **progress))
+                        records = list(progress_bar(pool.map(work, samples, chunksize=4), **progress))
                     except BaseException:
                         pool.shutdown(cancel_futures=True)  # first error: stop, don't finish the rest
                         raise
             else:
-                records = [work(s) for s in tqdm(samples, **progress)]
+                records = [work(s) for s in progress_bar(samples, **progress)]
             for record in records:
                 for note in record["notes"]:
                     log.info("fix-up: %s", note)
