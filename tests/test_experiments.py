@@ -21,7 +21,7 @@ def test_job_command_is_a_paper_protocol_train(tmp_path):
 
 def test_job_names_and_commands_of_baselines_profiles_and_overrides(tmp_path):
     job = Job(4, True, 0, 42, model="unet", profile="quick", overrides=("epochs=2", "c_list=[8, 16]"))
-    assert job.name == "unet_p4_b1_f0_s42" and Job(2, False, None, 7).name == "p2_b0_s7"
+    assert job.name == "unet_f0_s42" and Job(2, False, None, 7).name == "p2_b0_s7"
     command = job.command(tmp_path, tmp_path / "runs", "cpu", ("--threads", "1"))
     assert " ".join(command).endswith("--model unet --set epochs=2 --set c_list=[8, 16] --threads 1")
     assert command[command.index("--profile") + 1] == "quick" and "--no-bridge" not in command

@@ -46,7 +46,7 @@ def test_book_grid_files_give_the_recorded_grids_in_order():
 def test_grid_expansion_models_and_overrides(tmp_path):
     grid = parse_grid({"name": "g", "profile": "quick", "data": "d", "seed": [1, 2], "model": ["ultralight", "unet"],
                        "set": {"epochs": 2, "c_list": [8, 16]}, "cross": [{"parallel": 2, "set": {"epochs": 3}}]})
-    assert [job.name for job in grid.jobs] == ["p2_b1_s1", "p2_b1_s2", "unet_p2_b1_s1", "unet_p2_b1_s2"]
+    assert [job.name for job in grid.jobs] == ["p2_b1_s1", "p2_b1_s2", "unet_s1", "unet_s2"]
     command = " ".join(grid.jobs[2].command(grid.data, tmp_path))
     assert "--profile quick" in command and "--model unet" in command
     assert "--set epochs=3" in command and "--set c_list=[8, 16]" in command
@@ -210,7 +210,7 @@ def test_sweep_resumes_a_killed_run_and_reports_a_failed_job(tmp_path, tiny, sub
     capsys.readouterr()
     assert main(["sweep", str(path), "--dry-run", "--runs", str(runs), "--record", str(record)]) == 0
     out = capsys.readouterr().out
-    assert "p4_b1_s44                    partial" in out and "nope_p4_b1_s42               new" in out
+    assert "p4_b1_s44                    partial" in out and "nope_s42" + " " * 21 + "new" in out
 
     code = main(["sweep", str(path), "--runs", str(runs), "--record", str(record), "--device", "cpu",
                  "--threads", "1", "--workers", "2", "--allow-dirty"])
@@ -220,7 +220,7 @@ def test_sweep_resumes_a_killed_run_and_reports_a_failed_job(tmp_path, tiny, sub
     assert len(lines) == 5 and lines[1] == first_epoch                    # resumed, not restarted
     assert "resuming after epoch" in (runs / "p4_b1_s44.log").read_text()
     assert (record / "test_prepared" / "p4_b1_s44.json").is_file()
-    failed_log = runs / "nope_p4_b1_s42.log"
-    assert f"nope_p4_b1_s42: FAILED (exit code 2), see {failed_log}" in out
-    assert "nope" in failed_log.read_text() and "1 of 2 jobs failed: nope_p4_b1_s42" in out
-    assert not (record / "test_prepared" / "nope_p4_b1_s42.json").exists()
+    failed_log = runs / "nope_s42.log"
+    assert f"nope_s42: FAILED (exit code 2), see {failed_log}" in out
+    assert "nope" in failed_log.read_text() and "1 of 2 jobs failed: nope_s42" in out
+    assert not (record / "test_prepared" / "nope_s42.json").exists()

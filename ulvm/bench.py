@@ -37,7 +37,7 @@ import torch
 from .config import Config
 from .graphs import GraphedTrainStep, capture_cuda_graph
 from .losses import loss_weights
-from .model import PVMLayer, UltraLightVMUNet
+from .model import PVMLayer, UltraLightVMUNet, build_model
 from .optim import build_optimizer
 from .runtime import describe_machine, resolve_device, time_ms
 from .ssm import REGISTRY, Mamba
@@ -195,3 +195,13 @@ def format_table(result: dict) -> str:
         lines.append(f"  {row['path']:<24} " + "  ".join(ratios))
     lines += [f"failed: {row['path']}: {row['error']}" for row in result.get("failed", [])]
     return "\n".join(lines)
+
+
+def model_latency_ms(name: str, device: str = "cpu", size: int = 256, batch: int = 1, repeats: int = 5) -> float:
+    """Median forward time of one model of the comparison (`Config.model` name, random weights, backend
+    "auto"), batch `batch` at `size`², in ms."""
+    device = resolve_device(device)
+    model = build_model(Config(model=name)).to(device).eval()
+    x = torch.rand(batch, 3, size, size, device=device) * 255
+    with torch.no_grad():
+        return time_ms(lambda: model(x), device, repeats, warmup=1)

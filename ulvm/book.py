@@ -30,6 +30,8 @@ RECORDED_SETS = {
     ("ph2_cv", "ph2"): "ph2_cv/test_ph2",                 # PH2 5-fold cross-validation, 30 runs
     ("ph2_fold0", "ph2"): "ph2_transfer/test_ph2",        # one x4 model trained on PH2 fold 0
     ("ph2_fold0", "isic2017"): "ph2_transfer/test_isic2017",
+    ("baselines", "isic2017"): "baselines/test_isic2017",   # the comparison's models on ISIC2017, 3 seeds
+    ("baselines", "ph2"): "baselines/test_ph2",
 }
 
 

@@ -41,10 +41,11 @@ class Job:
 
     @property
     def name(self) -> str:
-        """p4_b1_f0_s42 (no _f part without a fold), prefixed by the model when it is not UltraLight VM-UNet."""
+        """p4_b1_f0_s42 (no _f part without a fold); a baseline, which has no PVM settings: egeunet_f0_s42."""
         fold = "" if self.fold is None else f"_f{self.fold}"
-        model = "" if self.model == "ultralight" else f"{self.model}_"
-        return f"{model}p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
+        if self.model != "ultralight":
+            return f"{self.model}{fold}_s{self.seed}"
+        return f"p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
 
     def command(self, data: Path, runs: Path, device: str = "cuda", settings: tuple[str, ...] = ()) -> list[str]:
         """`ulvm train` of this job into RUNS/NAME (it resumes an unfinished run); `settings`: more flags of

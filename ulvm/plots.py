@@ -51,7 +51,9 @@ METRIC_NAMES = {"dsc": "DSC", "iou": "IoU", "acc": "ACC", "se": "SE", "sp": "SP"
 
 
 def configuration_name(config: dict) -> str:
-    """How the book names a model configuration: "×4", "×1", "×4 no bridge"."""
+    """How the book names a model configuration: "×4", "×1", "×4 no bridge", or a baseline's name."""
+    if config.get("model", "ultralight") != "ultralight":
+        return config["model"]
     name = f"×{config.get('parallel', 4)}"
     return name if config.get("bridge", True) else f"{name} no bridge"
 

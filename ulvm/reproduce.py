@@ -256,9 +256,6 @@ def record_execution(path: Path, results: list[NotebookResult], profile: str, pa
     return record
 
 
-# The `ulvm grid` (ulvm.experiments) that wrote each top folder of book/results/ (`--record`), with the
-# runs' test sets given as `--external`.
-GRID_OF_SET = {"isic2017": "isic2017", "ph2_cv": "ph2-cv", "ph2_transfer": "ph2-transfer"}
 
 
 def recorded_sets_table(root: Path) -> list[dict]:
@@ -275,15 +272,16 @@ def recorded_sets_table(root: Path) -> list[dict]:
         machines = {f"{r.get('machine', {}).get('gpu') or r.get('machine', {}).get('device', '?')}, "
                     f"torch {r.get('machine', {}).get('torch', '?')}" for r in records}
         train_s = [r["train_time_s"] for r in records if r.get("train_time_s")]
-        grid = GRID_OF_SET.get(folder.split("/")[0], "?")
+        grid = root / "book" / "grids" / f"{folder.split('/')[0]}.yaml"     # the grid that reproduces the set
         rows.append({
             "result set": f"`book/results/{folder}/`", "trained on": trained_on, "tested on": tested_on,
             "runs": len(records), "test images": records[0].get("n_images"),
             "machine": "; ".join(sorted(machines)),
             "code": ", ".join(sorted({str(r.get("code_version", "?")) for r in records})),
             "training time per run (min)": f"{min(train_s) / 60:.0f}-{max(train_s) / 60:.0f}" if train_s else "-",
-            "made by": f"`ulvm grid {grid}`" + (f", concurrent runs: {records[0]['concurrent_runs']}"
-                                                 if "concurrent_runs" in records[0] else ""),
+            "reproduced by": (f"`ulvm sweep {grid.relative_to(root).as_posix()}`" if grid.is_file() else "-")
+                             + (f"; concurrent runs: {records[0]['concurrent_runs']}"
+                                if "concurrent_runs" in records[0] else ""),
         })
     return rows
 
