@@ -43,6 +43,7 @@ from .runtime import describe_machine, resolve_device, time_ms
 from .ssm import REGISTRY, Mamba
 from .ssm.cuda_kernels import has_causal_conv1d
 from .train import train_step
+from .version import code_version
 
 MAX_REL_ERROR = 1e-4     # fp32 tolerance of the benchmark (issue 6)
 
@@ -170,7 +171,8 @@ def run_benchmark(device: str = "auto", size: int = 256, repeats: int = 20, seed
             fastest[key] = best["path"]
             for row in timed:
                 row[key.replace("_ms", "_speedup")] = best[key] / row[key]
-    return {"machine": describe_machine(device), "size": size, "repeats": repeats, "fastest_baseline": fastest,
+    return {"machine": describe_machine(device), "code_version": code_version(), "size": size, "repeats": repeats,
+            "fastest_baseline": fastest,
             "max_rel_error": MAX_REL_ERROR, "rows": rows, "failed": failed}
 
 
@@ -188,8 +190,11 @@ def format_table(result: dict) -> str:
     lines = [f"UltraLight VM-UNet x4, {result['size']}², fp32, torch {machine['torch']}, on {where}",
              f"{'path':<24} | {'infer b1':>9} | {'infer b8':>9} | {'train b8':>9} | rel. error (ms; error vs fp64)"]
     lines += [format_row(row) for row in result["rows"]]
-    against = ", ".join(f"{key.removesuffix('_ms')}: {path!r}" for key, path in result["fastest_baseline"].items())
-    lines.append(f"speed-up vs the fastest baseline measured in this process ({against}):")
+    if "fastest_baseline" in result:
+        against = ", ".join(f"{key.removesuffix('_ms')}: {path!r}" for key, path in result["fastest_baseline"].items())
+        lines.append(f"speed-up vs the fastest baseline measured in this process ({against}):")
+    else:   # records written before the ratios were taken against the fastest baseline
+        lines.append(f"speed-up vs {result['baseline']!r} (the first path), measured in this process:")
     for row in result["rows"]:
         ratios = [f"{row[k]:.1f}x" if k in row else "-" for k in ("infer_b1_speedup", "infer_b8_speedup", "train_b8_speedup")]
         lines.append(f"  {row['path']:<24} " + "  ".join(ratios))
