@@ -177,7 +177,7 @@ def run_benchmark(device: str = "auto", size: int = 256, repeats: int = 20, seed
 
 
 def format_row(row: dict) -> str:
-    cells = [f"{row['path']:<24}"]
+    cells = [f"{row['path']:<36}"]
     for key in ("infer_b1_ms", "infer_b8_ms", "train_b8_ms"):
         cells.append(f"{row[key]:9.2f}" if key in row else f"{'-':>9}")
     cells.append(f"{row['rel_l2_error']:9.1e}{'' if row['counted'] else ' (not counted)'}")
@@ -188,7 +188,7 @@ def format_table(result: dict) -> str:
     machine = result["machine"]
     where = machine.get("gpu") or f"{machine['cpu']} ({machine['cpu_threads']} threads)"
     lines = [f"UltraLight VM-UNet x4, {result['size']}², fp32, torch {machine['torch']}, on {where}",
-             f"{'path':<24} | {'infer b1':>9} | {'infer b8':>9} | {'train b8':>9} | rel. error (ms; error vs fp64)"]
+             f"{'path':<36} | {'infer b1':>9} | {'infer b8':>9} | {'train b8':>9} | rel. error (ms; error vs fp64)"]
     lines += [format_row(row) for row in result["rows"]]
     if "fastest_baseline" in result:
         against = ", ".join(f"{key.removesuffix('_ms')}: {path!r}" for key, path in result["fastest_baseline"].items())
@@ -197,7 +197,7 @@ def format_table(result: dict) -> str:
         lines.append(f"speed-up vs {result['baseline']!r} (the first path), measured in this process:")
     for row in result["rows"]:
         ratios = [f"{row[k]:.1f}x" if k in row else "-" for k in ("infer_b1_speedup", "infer_b8_speedup", "train_b8_speedup")]
-        lines.append(f"  {row['path']:<24} " + "  ".join(ratios))
+        lines.append(f"  {row['path']:<36} " + "  ".join(ratios))
     lines += [f"failed: {row['path']}: {row['error']}" for row in result.get("failed", [])]
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -125,6 +126,8 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     os.close(fd)
+    quiet = logging.getLogger().level   # the quantiser logs every tensor, and warns about each int64 shape tensor
+    logging.getLogger().setLevel(logging.ERROR)    # it leaves unquantised (harmless), printing whole protos
     try:
         if method == "dynamic":
             quantize_dynamic(str(fp32_path), tmp, weight_type=QuantType.QInt8)
@@ -141,6 +144,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
             raise ValueError(f"method must be 'static' or 'dynamic', not {method!r}")
         os.replace(tmp, out_path)
     finally:
+        logging.getLogger().setLevel(quiet)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out_path
