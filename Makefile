@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: install test test-fast reproduce book clean
+.PHONY: install lint test test-fast reproduce book clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
+# lint and import order (ruff, configured in pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check ulvm tests
+
 # the package only: skips the notebook, book and browser tests
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow"
 
 reproduce: $(STAMP)

@@ -29,7 +29,8 @@ def random_batch(seed=0, batch=6, size=64):
 
 
 def to_torch(images, masks):  # (batch, H, W, C) -> (batch, C, H, W)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(masks).permute(0, 3, 1, 2).contiguous()
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+            torch.from_numpy(masks).permute(0, 3, 1, 2).contiguous())
 
 
 def numpy_path(images, masks, params):

@@ -96,7 +96,8 @@ def test_bare_mamba_keeps_mamba_ssm_init():
     assert getattr(block.dt_proj.bias, "_no_reinit", False)
 
 
-@pytest.mark.parametrize("d_model,d_state,d_conv,expand", [(6, 16, 4, 2), (16, 16, 4, 2), (48, 8, 3, 1), (64, 16, 4, 2)])
+@pytest.mark.parametrize("d_model,d_state,d_conv,expand",
+                         [(6, 16, 4, 2), (16, 16, 4, 2), (48, 8, 3, 1), (64, 16, 4, 2)])
 def test_mamba_parameter_formula(d_model, d_state, d_conv, expand):
     block = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
     formula = mamba_param_formula(d_model, d_state, d_conv, expand)

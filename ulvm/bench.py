@@ -196,7 +196,8 @@ def format_table(result: dict) -> str:
     else:   # records written before the ratios were taken against the fastest baseline
         lines.append(f"speed-up vs {result['baseline']!r} (the first path), measured in this process:")
     for row in result["rows"]:
-        ratios = [f"{row[k]:.1f}x" if k in row else "-" for k in ("infer_b1_speedup", "infer_b8_speedup", "train_b8_speedup")]
+        ratios = [f"{row[k]:.1f}x" if k in row else "-"
+                  for k in ("infer_b1_speedup", "infer_b8_speedup", "train_b8_speedup")]
         lines.append(f"  {row['path']:<36} " + "  ".join(ratios))
     lines += [f"failed: {row['path']}: {row['error']}" for row in result.get("failed", [])]
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 UltraLight VM-UNet (Wu et al., arXiv 2403.20035, §4.1 "Implementation details") trains with input
 256×256×3, batch 8, 250 epochs, AdamW (lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 1e-2) and
 CosineAnnealingLR with T_max 50 and eta_min 1e-5 stepped once per epoch — so the learning rate goes down
-and back up with a 100-epoch period over the 250 epochs (`ulvm.train.lr_schedule` lists it; the training chapter plots it). The loss is
+and back up with a 100-epoch period over the 250 epochs (`ulvm.optim.lr_schedule` lists it; the training chapter
+plots it). The loss is
 BCE + Dice (smooth 1, weights 1 and 1), the model kept is the one with the lowest validation loss, and it
 is then tested on the test split at threshold 0.5. In the official code these values are spread over a
 `setting_config` class; here they are fields of `Config`, each stated once.

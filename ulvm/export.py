@@ -167,8 +167,9 @@ def int8_difference(fp32_path, int8_path, n: int = 4, seed: int = 0) -> dict:
 
 def amplify_mamba_(model: torch.nn.Module, factor: float = 300.0) -> torch.nn.Module:
     """Scale every Mamba block's out_proj by `factor`, in place; returns the model. For checks with untrained
-    weights only: with the official init a Mamba branch's output is ~1e-4 of its input and the network output moves by ~1e-4 without it, so an error in the scan
-    would not show in the network's output (fp32 rounds it away); amplified, it does."""
+    weights only: with the official init a Mamba branch's output is ~1e-4 of its input and the network output
+    moves by ~1e-4 without it, so an error in the scan would not show in the network's output (fp32 rounds it
+    away); amplified, it does."""
     with torch.no_grad():
         for module in model.modules():
             if hasattr(module, "out_proj") and hasattr(module, "A_log"):
@@ -185,7 +186,8 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
 
     torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
     threads. `compile=True` adds torch.compile, which did not finish compiling the unrolled scan within
-    4 minutes on our 2 cores, hence off by default. ONNX files go to `workdir` (default: a temporary directory, removed after).
+    4 minutes on our 2 cores, hence off by default. ONNX files go to `workdir` (default: a temporary directory,
+    removed after).
     """
     from .model import UltraLightVMUNet
 

@@ -12,9 +12,15 @@ updates in place).
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 import torch
+
+from .config import Config, RunSettings
+from .ssm import resolve
+
+log = logging.getLogger(__name__)
 
 
 def capture_cuda_graph(step, warmup: int = 3):
@@ -101,3 +107,18 @@ class GraphedTrainStep:
         self.images.copy_(images)
         self.masks.copy_(masks)
         return self._replay()
+
+
+def graphable(config: Config, settings: RunSettings, device: torch.device) -> bool:
+    """Whether the training step may be recorded as a CUDA graph; says why not when it may not."""
+    if not (settings.cuda_graph and device.type == "cuda"):
+        return False
+    if config.amp:
+        log.warning("cuda_graph is not used with amp=True: the gradient scaler decides on the host")
+        return False
+    backend = resolve(settings.backend, torch.empty(0, device=device))
+    if not backend.graph_safe:
+        log.warning("cuda_graph is not used with backend %r: not tested under graph capture here; "
+                    "training eagerly", backend.name)
+        return False
+    return True

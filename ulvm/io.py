@@ -194,7 +194,8 @@ def check_replaceable(final: str | os.PathLike, replaceable: Callable[[Path], bo
     """
     final = Path(final)
     if final.is_symlink() or not final.is_dir():
-        raise NotReplaceable(f"{final}: not replaced: it is {'a symbolic link' if final.is_symlink() else 'not a folder'}")
+        kind = "a symbolic link" if final.is_symlink() else "not a folder"
+        raise NotReplaceable(f"{final}: not replaced: it is {kind}")
     if not any(final.iterdir()):
         return
     ours = replaceable(final) if replaceable is not None else made_by_ulvm(final)

@@ -51,7 +51,7 @@ from .config import Config, RunSettings
 from .data.batcher import TrainBatcher
 from .data.tensors import load_data, split_tensors
 from .errors import RunError
-from .graphs import GraphedTrainStep, set_capturable
+from .graphs import GraphedTrainStep, graphable, set_capturable
 from .inference import validate
 from .losses import bce_dice_loss, loss_weights
 from .model import build_model
@@ -59,7 +59,6 @@ from .optim import build_optimizer
 from .progress import progress_bar
 from .runs import TrainResult, epoch_line, open_tensorboard, prepare_run_dir, run_result, write_log
 from .runtime import resolve_device, seed_everything
-from .ssm import resolve
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +81,6 @@ def train_step(model, optimizer, images: torch.Tensor, masks: torch.Tensor, weig
         scaler.step(optimizer)
         scaler.update()
     return loss.detach()
-
-
-def graphable(config: Config, settings: RunSettings, device: torch.device) -> bool:
-    """Whether the training step may be recorded as a CUDA graph; says why not when it may not."""
-    if not (settings.cuda_graph and device.type == "cuda"):
-        return False
-    if config.amp:
-        log.warning("cuda_graph is not used with amp=True: the gradient scaler decides on the host")
-        return False
-    backend = resolve(settings.backend, torch.empty(0, device=device))
-    if not backend.graph_safe:
-        log.warning("cuda_graph is not used with backend %r: not tested under graph capture here; "
-                    "training eagerly", backend.name)
-        return False
-    return True
 
 
 @dataclass

@@ -3,9 +3,9 @@
 Official code: github.com/JCruan519/EGE-UNet, `EGE-UNet/models/egeunet.py` (class `EGEUNet`), default config
 c_list = (8, 16, 24, 32, 48, 64), bridge on, gt_ds (deep supervision) on.
 Authors' report (theirs, not ours): 0.053 M parameters ("50KB") and 0.072 GFLOPs at 256×256.
-Ours: 53,374 parameters and 0.072 thop GFLOPs. Checked once against the official class (built outside this repository with stand-ins for its
-unavailable imports): same parameter names and shapes, and with its weights loaded (strict) ours gives
-identical outputs.
+Ours: 53,374 parameters and 0.072 thop GFLOPs. Checked once against the official class (built outside this
+repository with stand-ins for its unavailable imports): same parameter names and shapes, and with its weights
+loaded (strict) ours gives identical outputs.
 
 Glossary (paper name = official class = ours):
     GHPA  Group multi-axis Hadamard Product Attention = Grouped_multi_axis_Hadamard_Product_Attention = `GHPA`
@@ -118,8 +118,8 @@ class GroupAggregationBridge(nn.Module):
 
     def forward(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         xh = F.interpolate(self.pre_project(xh), size=xl.shape[2:], mode="bilinear", align_corners=True)
-        groups = [getattr(self, f"g{i}")(torch.cat((h, l, mask), dim=1))
-                  for i, (h, l) in enumerate(zip(torch.chunk(xh, 4, dim=1), torch.chunk(xl, 4, dim=1)))]
+        groups = [getattr(self, f"g{i}")(torch.cat((h, low, mask), dim=1))
+                  for i, (h, low) in enumerate(zip(torch.chunk(xh, 4, dim=1), torch.chunk(xl, 4, dim=1)))]
         return self.tail_conv(torch.cat(groups, dim=1))
 
 

@@ -69,7 +69,8 @@ def register(sub) -> None:
     add_settings_flags(test)
     test.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the DSC CI")
     test.add_argument("--save-predictions", action="store_true",
-                      help="also write prediction masks and overlays (PNG) into RUN/predictions_<data>_<split>[_fold<k>]/")
+                      help="also write prediction masks and overlays (PNG) into "
+                           "RUN/predictions_<data>_<split>[_fold<k>]/")
     test.set_defaults(func=run_test)
 
     version = sub.add_parser("version", help="the code version that results are recorded with",
@@ -85,7 +86,8 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("how it runs (does not change the result)")
     group.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     group.add_argument("--backend", default="auto",
-                       help="selective-scan backend: auto | reference | parallel | chunked | triton | cuda (default auto: "
+                       help="selective-scan backend: auto | reference | parallel | chunked | triton | cuda "
+                            "(default auto: "
                             "triton on a GPU, parallel on a CPU)")
     group.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
                        help="train eagerly on CUDA instead of replaying each step as a CUDA graph")
