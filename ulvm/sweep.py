@@ -6,6 +6,7 @@ data under data/prepared/; `--data`/`--test-on` point elsewhere):
     ulvm sweep book/grids/ph2_cv.yaml         # PVM ablation, 5-fold CV on PH2 (30 runs)
     ulvm sweep book/grids/isic2017.yaml       # Table 1 + ablation on ISIC2017, each also tested on PH2 (14)
     ulvm sweep book/grids/ph2_transfer.yaml   # x4, PH2 fold 0, seed 42, also tested on ISIC2017 (1)
+    ulvm sweep book/grids/baselines.yaml      # the comparison chapter's models on ISIC2017 (14)
 
 A grid file::
 
@@ -21,7 +22,7 @@ A grid file::
 
 Axes left out take one value: model ultralight, parallel 4, bridge true, seed 42, fold none (the plain split).
 Jobs are expanded in file order, each cross as model > parallel > bridge > seed > fold (fold fastest), and
-named like p4_b1_f0_s42 (prefixed by the model when it is not ultralight, e.g. unet_p4_b1_s42).
+named like p4_b1_f0_s42; a baseline, which has no PVM settings, by its model: unet_s42.
 
 Each job runs as subprocesses, exactly as by hand: `python -m ulvm train ...` (it resumes an interrupted run
 from RUN/last.pt), then `python -m ulvm test` on every `test_on` dataset, all logged to RUNS/NAME.log. The
@@ -42,7 +43,7 @@ Where it runs (Dask distributed, an optional extra: `pip install ".[sweep]"`; da
 Carrying Dask to an offline GPU machine: download the wheels here, for the GPU machine's Python, then
 install them there with no index::
 
-    pip download --dest wheels --only-binary=:all: --python-version 3.11 \\
+    pip download --dest wheels --only-binary=:all: --python-version 3.12 \\
         --platform manylinux2014_x86_64 "dask==2026.8.0" "distributed==2026.8.0"
     # on the GPU machine:
     pip install --no-index --find-links wheels "dask==2026.8.0" "distributed==2026.8.0"
