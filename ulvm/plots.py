@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 
 from .io import atomic_write_bytes
-from .paper import PAPER_COMPLEXITY, PAPER_PVM_SETTINGS, PAPER_RESULTS  # noqa: F401  (moved to ulvm.paper)
+from .paper import PAPER_RESULTS
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .book import dataset_path, project_root, resolve, run_folder  # noqa: F401  (the notebooks' helpers, re-exported)
+from .book import project_root, resolve
 from .errors import UlvmError
 from .io import atomic_write_bytes
 
