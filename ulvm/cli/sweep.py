@@ -1,5 +1,5 @@
-"""`ulvm sweep GRID.yaml`: a grid of runs on Dask distributed (argument parsing only; the work is in
-ulvm.sweep, which imports dask only when a sweep runs)."""
+"""`ulvm sweep GRID.yaml`: a grid of runs on Dask distributed (the work is in ulvm.sweep, which imports dask
+only when a sweep runs), and `ulvm throughput`: how many runs one GPU holds (ulvm.throughput). Parsing only."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,25 @@ def register(sub) -> None:
                        help="record runs of a tree with uncommitted changes (the records say so)")
     sweep.set_defaults(func=run_sweep)
 
+    p = sub.add_parser(
+        "throughput", help="aggregate training throughput of K runs at once per GPU, CUDA MPS off and on",
+        description="Starts K `ulvm train` processes at once (for each K), a few epochs each, and reports the "
+                    "aggregate steady-state training images/s and epochs/min (first epoch left out) and the "
+                    "speed-up over the first K; with --mps on, under the CUDA MPS daemon (started and stopped "
+                    "here; where it cannot start, the rows say why).")
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset (e.g. data/prepared/isic2017)")
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="runs at once (default 1 2 4 8 16)")
+    p.add_argument("--mps", nargs="+", choices=("off", "on"), default=["off", "on"], help="default: off on")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run, the first is warm-up (default 3)")
+    p.add_argument("--profile", default="paper", choices=("paper", "quick"), help="config profile (default paper)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field of every run, repeatable")
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    p.add_argument("--gpus", type=int, nargs="*", default=[], help="GPU indices to spread the runs over, round-robin")
+    p.add_argument("--runs", type=Path, default=Path("runs/throughput"), help="run folders (default runs/throughput)")
+    p.add_argument("--out", type=Path, help="also write the rows as JSON here (e.g. book/results/bench/)")
+    p.set_defaults(func=run_throughput)
+
 
 def run_sweep(args: argparse.Namespace) -> int:
     from dataclasses import replace
@@ -53,3 +72,23 @@ def run_sweep(args: argparse.Namespace) -> int:
                    workers=args.workers, runs_per_gpu=args.runs_per_gpu, device=args.device, settings=settings,
                    allow_dirty=args.allow_dirty)
     return 0 if result.ok else 1
+
+
+def run_throughput(args: argparse.Namespace) -> int:
+    from ..io import atomic_write_json
+    from ..throughput import measure_throughput
+    from ..version import code_version
+
+    rows = measure_throughput(args.data, args.runs, ks=tuple(args.ks), mps=tuple(args.mps), epochs=args.epochs,
+                              profile=args.profile, device=args.device, gpus=tuple(args.gpus),
+                              overrides=tuple(args.overrides))
+    if args.out:
+        import subprocess
+
+        gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if args.device != "cpu" else None
+        atomic_write_json(args.out, {"rows": rows, "epochs": args.epochs, "profile": args.profile,
+                                     "overrides": args.overrides, "data": str(args.data), "gpus": args.gpus,
+                                     "gpu": gpu.stdout.strip() if gpu and gpu.returncode == 0 else None,
+                                     "code_version": code_version()})
+        print(f"written {args.out}")
+    return 0

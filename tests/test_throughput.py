@@ -1,0 +1,34 @@
+"""`ulvm throughput`: K real training runs at once, their aggregate steady-state throughput."""
+import json
+import shutil
+
+import pytest
+
+from helpers import write_tiny_prepared
+from ulvm.cli import main
+from ulvm.throughput import measure_throughput, start_mps
+
+TINY = ("input_size=32", "batch_size=4", "max_images=8")
+
+
+def test_k_runs_at_once_report_aggregate_throughput_and_speedup(tmp_path):
+    data = write_tiny_prepared(tmp_path)
+    rows = measure_throughput(data, tmp_path / "runs", ks=(1, 2), epochs=2, profile="quick", device="cpu",
+                              overrides=TINY, progress=lambda line: None)
+    assert [(row["mps"], row["k"]) for row in rows] == [("off", 1), ("off", 2)]
+    assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] > 0
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["train_images"] == 8
+        assert row["epochs_per_min"] * row["mean_epoch_s"] / 60 == pytest.approx(row["k"], rel=0.2)
+    assert (tmp_path / "runs" / "mps_off" / "k2" / "run1" / "log.csv").is_file()
+
+
+def test_mps_where_it_cannot_start_is_reported_not_measured(tmp_path, monkeypatch):
+    if shutil.which("nvidia-cuda-mps-control"):
+        monkeypatch.setenv("PATH", "")          # as on a machine without the CUDA driver tools
+    assert start_mps() == "nvidia-cuda-mps-control not found"
+    out = tmp_path / "throughput.json"
+    assert main(["throughput", "--data", str(tmp_path), "--mps", "on", "--device", "cpu", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["rows"] == [{"mps": "on", "unavailable": "nvidia-cuda-mps-control not found"}]
+    assert record["code_version"]

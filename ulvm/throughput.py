@@ -1,0 +1,110 @@
+"""How many training runs one GPU holds: aggregate training throughput for K runs at once.
+
+A 49k-parameter model leaves an H200 mostly idle (thousands of tiny kernels per step), so the cost of a
+grid of runs is how many share each GPU. `measure_throughput` starts K real `ulvm train` processes at once
+(the code path of `ulvm train` and `ulvm sweep`), each pinned round-robin to one of `gpus`, for a few
+epochs, and reads each run's steady-state epoch time from its log.csv (the first epoch, with its kernel
+compilation, cuDNN timing and graph capture, is left out). For every K it reports the aggregate training
+images per second and epochs per minute, and the speed-up over K = 1 in the same mode.
+
+Several processes share a GPU by time-slicing unless the CUDA MPS daemon runs (`nvidia-cuda-mps-control
+-d`, usually as root): then their kernels run concurrently. With `mps=("off", "on")` the measurement is
+taken without and with it; the daemon is started and stopped here, and when it cannot be (no binary, not
+permitted) the "on" rows say why instead of numbers.
+
+    ulvm throughput --data data/prepared/isic2017 --ks 1 2 4 8 16 --mps off on --out book/results/bench/throughput.json
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import read_run_checkpoint
+from .errors import RunError
+
+
+def start_mps() -> str:
+    """Start the CUDA MPS control daemon; "" when it runs, else why not."""
+    if shutil.which("nvidia-cuda-mps-control") is None:
+        return "nvidia-cuda-mps-control not found"
+    done = subprocess.run(["nvidia-cuda-mps-control", "-d"], capture_output=True, text=True)
+    if done.returncode == 0:
+        return ""
+    return f"nvidia-cuda-mps-control -d failed: {done.stderr.strip() or done.returncode}"
+
+
+def stop_mps() -> None:
+    subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", capture_output=True, text=True)
+
+
+def _steady_epoch_times(run: Path) -> list[float]:
+    with open(run / "log.csv", newline="") as log:
+        times = [float(row["epoch_time_s"]) for row in csv.DictReader(log)]
+    if len(times) < 2:
+        raise RunError(f"{run}: {len(times)} epoch(s) logged; the throughput needs at least 2 (the first is warm-up)")
+    return times[1:]
+
+
+def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device: str, gpus: tuple[int, ...],
+          overrides: tuple[str, ...] = ()) -> dict:
+    """K `ulvm train` processes at once into FOLDER/run<i>; their aggregate steady-state throughput."""
+    processes, logs = [], []
+    started = time.perf_counter()
+    for i in range(k):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpus[i % len(gpus)])
+        command = [sys.executable, "-m", "ulvm", "train", "--data", str(data), "--out", str(folder / f"run{i}"),
+                   "--profile", profile, "--epochs", str(epochs), "--seed", str(42 + i), "--device", device,
+                   "--no-progress", "--no-test", "--overwrite"] + [arg for o in overrides for arg in ("--set", o)]
+        folder.mkdir(parents=True, exist_ok=True)
+        logs.append(open(folder / f"run{i}.log", "w"))
+        processes.append(subprocess.Popen(command, stdout=logs[-1], stderr=subprocess.STDOUT, env=env))
+    codes = [process.wait() for process in processes]
+    wall = time.perf_counter() - started
+    for log in logs:
+        log.close()
+    if any(codes):
+        failed = [f"{folder / f'run{i}.log'}" for i, code in enumerate(codes) if code]
+        raise RunError(f"{len(failed)} of {k} training runs failed; see {', '.join(failed)}")
+    epoch_s = [statistics.mean(_steady_epoch_times(folder / f"run{i}")) for i in range(k)]
+    images = read_run_checkpoint(folder / "run0" / "last.pt")["data"]["train_images"]
+    return {"k": k, "wall_s": round(wall, 2), "mean_epoch_s": round(statistics.mean(epoch_s), 4),
+            "images_per_s": round(sum(images / s for s in epoch_s), 2),
+            "epochs_per_min": round(sum(60.0 / s for s in epoch_s), 3), "train_images": images}
+
+
+def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), epochs: int = 3,
+                       profile: str = "paper", device: str = "cuda", gpus: tuple[int, ...] = (),
+                       overrides: tuple[str, ...] = (), progress=print) -> list[dict]:
+    """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, and the speed-up
+    over K = 1 in that mode (or the reason a mode could not be measured)."""
+    rows = []
+    for mode in mps:
+        why = start_mps() if mode == "on" else ""
+        if why:
+            rows.append({"mps": mode, "unavailable": why})
+            progress(f"MPS on: not measured ({why})")
+            continue
+        try:
+            single = None
+            for k in ks:
+                row = {"mps": mode, **run_k(k, Path(data), Path(runs) / f"mps_{mode}" / f"k{k}", epochs=epochs,
+                                            profile=profile, device=device, gpus=gpus, overrides=overrides)}
+                if single is None:                      # the first K of this mode is the reference
+                    single = row["images_per_s"]
+                row["speedup"] = round(row["images_per_s"] / single, 2)
+                rows.append(row)
+                progress(f"MPS {mode}, K={k}: {row['images_per_s']:.0f} images/s, {row['epochs_per_min']:.1f} "
+                         f"epochs/min in all ({row['speedup']:.2f}x K={ks[0]}), "
+                         f"{row['mean_epoch_s']:.2f} s an epoch each")
+        finally:
+            if mode == "on":
+                stop_mps()
+    return rows
