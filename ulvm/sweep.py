@@ -50,10 +50,9 @@ install them there with no index::
 
 (`offline_wheels_command()` prints that command for other versions or platforms.)
 
-Design note, not implemented: `sweep_throughput(grid, ks=(1, 2, 4, 8, 16), mps=(False, True))` would run
-the same short grid (e.g. the quick profile at 256², a few epochs) once per K runs per GPU, with the CUDA
-MPS daemon off and on, and report runs/hour and mean epoch time per K (from each run's log.csv), so that
-`--runs-per-gpu` is chosen from a measurement; the MPS daemon is started and stopped around each point.
+How many runs per GPU: measure it with `ulvm throughput` (`ulvm.throughput`: K runs at once, CUDA MPS off and
+on) and pass the best K as `--runs-per-gpu`; without MPS, processes on one GPU are time-sliced and K > 1
+gains little.
 """
 from __future__ import annotations
 
