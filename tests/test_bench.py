@@ -15,3 +15,15 @@ def test_cpu_benchmark_times_the_official_structure_and_ours_against_the_fastest
     # training: no baseline trains on the CPU (the reference scan is inference-only there): the first timed row
     assert "train_b8_ms" not in rows[paths[0]] and result["fastest_baseline"]["train_b8_ms"] == "parallel"
     assert "fastest baseline measured in this process" in format_table(result)
+
+
+def test_the_comparison_models_are_timed_side_by_side_against_ultralight():
+    from ulvm.bench import compare_models
+
+    result = compare_models("cpu", ["ultralight", "egeunet", "unext_s"], size=32, repeats=1,
+                            progress=lambda line: None)
+    rows = {row["model"]: row for row in result["rows"]}
+    assert list(rows) == ["ultralight", "egeunet", "unext_s"] and result["graph"] is False
+    assert rows["ultralight"]["train_b8_vs_ultralight"] == 1.0
+    assert all(row["infer_b1_ms"] > 0 and row["train_b8_ms"] > 0 for row in rows.values())
+    assert result["code_version"]

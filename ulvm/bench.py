@@ -203,11 +203,39 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def model_latency_ms(name: str, device: str = "cpu", size: int = 256, batch: int = 1, repeats: int = 5) -> float:
-    """Median forward time of one model of the comparison (`Config.model` name, random weights, backend
-    "auto"), batch `batch` at `size`², in ms."""
+def compare_models(device: str = "auto", names=None, size: int = 256, repeats: int = 5, train: bool = True,
+                   graph: bool | None = None, inference_batches=(1, 8), progress=print) -> dict:
+    """Every model of the comparison chapter timed side by side in ONE process, the way `run_benchmark`
+    times the scan paths: inference at batch 1 and 8 and a training step at batch 8 (the paper's AdamW and
+    loss), each model with backend "auto" and, on CUDA (`graph` default), replayed as a CUDA graph — the
+    same engine treatment for every model (`inference_batches`: which batch sizes, at most 8). Ratios are
+    against UltraLight VM-UNet."""
+    from .baselines import known
+
     device = resolve_device(device)
-    model = build_model(Config(model=name)).to(device).eval()
-    x = torch.rand(batch, 3, size, size, device=device) * 255
-    with torch.no_grad():
-        return time_ms(lambda: model(x), device, repeats, warmup=1)
+    graph = device.type == "cuda" if graph is None else graph
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False
+    x1 = torch.rand(1, 3, size, size, device=device) * 255
+    x8 = torch.rand(8, 3, size, size, device=device) * 255
+    y8 = (torch.rand(8, 1, size, size, device=device) > 0.5).float()
+    rows = []
+    for name in names or ["ultralight", *known()]:
+        torch.manual_seed(0)
+        model = build_model(Config(model=name)).to(device).eval()
+        row = {"model": name}
+        for batch in inference_batches:
+            x = x1 if batch == 1 else x8[:batch]
+            row[f"infer_b{batch}_ms"] = time_ms(_inference_fn(model, x, graph), device, repeats)
+        if train:
+            model.train()
+            row["train_b8_ms"] = time_ms(_train_fn(model, x8, y8, graph), device, repeats)
+        rows.append(row)
+        progress(f"{name:<12} " + "  ".join(f"{key} {value:9.2f}" for key, value in row.items() if key != "model"))
+    ours = rows[0]
+    for row in rows:
+        for key in ("infer_b1_ms", "infer_b8_ms", "train_b8_ms"):
+            if key in row and key in ours:
+                row[key.replace("_ms", "_vs_ultralight")] = row[key] / ours[key]
+    return {"machine": describe_machine(device), "code_version": code_version(), "size": size,
+            "repeats": repeats, "graph": graph, "rows": rows}

@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--onnx", action="store_true",
                    help="CPU: also time ONNX Runtime fp32 and INT8 at batch 1 against eager PyTorch, in this process "
                         "(needs the export extra)")
+    p.add_argument("--models", nargs="*", default=None, metavar="NAME",
+                   help="instead of the scan paths: time the comparison chapter's models side by side (ultralight "
+                        "and the baselines; no names = all), inference b1/b8 and a training step b8")
     p.add_argument("--out", default=None, help="also write the results as JSON here")
     p.set_defaults(func=_bench)
 
@@ -41,6 +44,15 @@ def _bench(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.models is not None:
+        from ..bench import compare_models
+
+        result = compare_models(args.device, names=args.models or None, size=args.size, repeats=args.repeats,
+                                progress=lambda line: print(line, flush=True))
+        if args.out:
+            atomic_write_json(args.out, result)
+            print(f"written {args.out}")
+        return 0
     result = run_benchmark(args.device, size=args.size, repeats=args.repeats, paths=args.paths,
                            progress=lambda line: print(line, flush=True))
     print(format_table(result))
