@@ -3,7 +3,7 @@
 A 49k-parameter model is launch-bound on a GPU: a batch-8 training step is ~1,000 kernels (with the fused
 Triton scan; ~3,500 with the pure-PyTorch scan), each doing less work than its launch costs. Replaying a
 recorded graph removes the Python and launch overhead (issue "GPU speed"; `book/results/bench/NOTES.md`).
-Used by `ulvm bench` and by `ulvm.train.fit` (`Config.cuda_graph`).
+Used by `ulvm bench` and by `ulvm.train.fit` (`RunSettings.cuda_graph`); `graphable` says whether a run may use one.
 
 What a graph needs: static shapes, inputs copied into the same tensors every time, no host syncs or
 data-dependent Python inside the step, `.grad` tensors kept in place (zero them, don't set them to None),
