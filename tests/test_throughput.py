@@ -2,8 +2,6 @@
 import json
 import shutil
 
-import pytest
-
 from helpers import write_tiny_prepared
 from ulvm.cli import main
 from ulvm.throughput import measure_throughput, start_mps
@@ -19,8 +17,9 @@ def test_k_runs_at_once_report_aggregate_throughput_and_speedup(tmp_path):
     assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] > 0
     for row in rows:
         assert row["images_per_s"] > 0 and row["train_images"] == 8
-        assert row["epochs_per_min"] * row["mean_epoch_s"] / 60 == pytest.approx(row["k"], rel=0.2)
-    assert (tmp_path / "runs" / "mps_off" / "k2" / "run1" / "log.csv").is_file()
+        # sum of the runs' rates vs K / mean time: equal for equal runs, larger when they differ (AM-HM)
+        assert row["epochs_per_min"] >= 60 * row["k"] / row["mean_epoch_s"] * (1 - 1e-3)
+    assert (tmp_path / "runs" / "mps_off" / "k2" / "p4_b1_s43" / "log.csv").is_file()
 
 
 def test_mps_where_it_cannot_start_is_reported_not_measured(tmp_path, monkeypatch):

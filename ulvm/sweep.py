@@ -448,7 +448,7 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
     return result
 
 
-def offline_wheels_command(dest: str = "wheels", python_version: str = "3.11",
+def offline_wheels_command(dest: str = "wheels", python_version: str = "3.12",
                            platform: str = "manylinux2014_x86_64") -> str:
     """The `pip download` command that fetches the sweep extra's wheels for an offline machine."""
     pins = " ".join(f'"{name}=={version}"' for name, version in SWEEP_VERSIONS.items())

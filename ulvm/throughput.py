@@ -21,12 +21,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from .checkpoint import read_run_checkpoint
 from .errors import RunError
+from .experiments import Job
 
 
 def start_mps() -> str:
@@ -53,28 +53,29 @@ def _steady_epoch_times(run: Path) -> list[float]:
 
 def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device: str, gpus: tuple[int, ...],
           overrides: tuple[str, ...] = ()) -> dict:
-    """K `ulvm train` processes at once into FOLDER/run<i>; their aggregate steady-state throughput."""
+    """K `ulvm train` processes at once (the grid jobs of seeds 42, 43, ...: `ulvm sweep`'s command) into
+    FOLDER/<job>; their aggregate steady-state throughput."""
+    jobs = [Job(4, True, None, 42 + i, profile=profile, overrides=(*overrides, f"epochs={epochs}"))
+            for i in range(k)]
+    folder.mkdir(parents=True, exist_ok=True)
     processes, logs = [], []
     started = time.perf_counter()
-    for i in range(k):
+    for i, job in enumerate(jobs):
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(gpus[i % len(gpus)])
-        command = [sys.executable, "-m", "ulvm", "train", "--data", str(data), "--out", str(folder / f"run{i}"),
-                   "--profile", profile, "--epochs", str(epochs), "--seed", str(42 + i), "--device", device,
-                   "--no-progress", "--no-test", "--overwrite"] + [arg for o in overrides for arg in ("--set", o)]
-        folder.mkdir(parents=True, exist_ok=True)
-        logs.append(open(folder / f"run{i}.log", "w"))
-        processes.append(subprocess.Popen(command, stdout=logs[-1], stderr=subprocess.STDOUT, env=env))
+        logs.append(open(folder / f"{job.name}.log", "w"))
+        processes.append(subprocess.Popen(job.command(data, folder, device, ("--no-test", "--overwrite")),
+                                          stdout=logs[-1], stderr=subprocess.STDOUT, env=env))
     codes = [process.wait() for process in processes]
     wall = time.perf_counter() - started
     for log in logs:
         log.close()
     if any(codes):
-        failed = [f"{folder / f'run{i}.log'}" for i, code in enumerate(codes) if code]
+        failed = [str(folder / f"{job.name}.log") for job, code in zip(jobs, codes) if code]
         raise RunError(f"{len(failed)} of {k} training runs failed; see {', '.join(failed)}")
-    epoch_s = [statistics.mean(_steady_epoch_times(folder / f"run{i}")) for i in range(k)]
-    images = read_run_checkpoint(folder / "run0" / "last.pt")["data"]["train_images"]
+    epoch_s = [statistics.mean(_steady_epoch_times(folder / job.name)) for job in jobs]
+    images = read_run_checkpoint(folder / jobs[0].name / "last.pt")["data"]["train_images"]
     return {"k": k, "wall_s": round(wall, 2), "mean_epoch_s": round(statistics.mean(epoch_s), 4),
             "images_per_s": round(sum(images / s for s in epoch_s), 2),
             "epochs_per_min": round(sum(60.0 / s for s in epoch_s), 3), "train_images": images}
