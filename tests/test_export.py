@@ -55,6 +55,9 @@ def test_int8_dynamic_quantisation_runs_and_stays_close(exported, tmp_path):
     int8 = export.quantize_int8(path, tmp_path / "int8.onnx", method="dynamic")
     diff = export.int8_difference(path, int8, n=1)
     assert diff["mean_abs_diff"] < 0.05 and diff["mask_disagreement"] < 0.05, diff
+    from ulvm.io import current_umask
+    assert int8.stat().st_mode & 0o777 == 0o666 & ~current_umask()     # written like every ulvm file
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_bad_quantisation_method_is_a_clear_error(exported, tmp_path):

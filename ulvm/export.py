@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_write_bytes
+from .io import atomic_file, atomic_write_bytes
 from .runtime import time_ms
 
 DEFAULT_OPSET = 17
@@ -122,32 +122,26 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
+    if method not in ("static", "dynamic"):
+        raise ValueError(f"method must be 'static' or 'dynamic', not {method!r}")
+    if method == "static" and calibration_images is None:
+        import onnx
+        size = int(onnx.load(str(fp32_path)).graph.input[0].type.tensor_type.shape.dim[-1].dim_value)
+        calibration_images = _images(8, size, seed=1)
     quiet = logging.getLogger().level   # the quantiser logs every tensor, and warns about each int64 shape tensor
     logging.getLogger().setLevel(logging.ERROR)    # it leaves unquantised (harmless), printing whole protos
     try:
-        if method == "dynamic":
-            quantize_dynamic(str(fp32_path), tmp, weight_type=QuantType.QInt8)
-        elif method == "static":
-            if calibration_images is None:
-                import onnx
-                size = int(onnx.load(str(fp32_path)).graph.input[0].type.tensor_type.shape.dim[-1].dim_value)
-                calibration_images = _images(8, size, seed=1)
-            images = [np.asarray(image, dtype=np.float32)[None] for image in calibration_images]
-            quantize_static(str(fp32_path), tmp, _CalibrationReader(images), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            calibrate_method=CalibrationMethod.MinMax)
-        else:
-            raise ValueError(f"method must be 'static' or 'dynamic', not {method!r}")
-        os.replace(tmp, out_path)
+        with atomic_file(out_path) as tmp:
+            if method == "dynamic":
+                quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
+            else:
+                images = [np.asarray(image, dtype=np.float32)[None] for image in calibration_images]
+                quantize_static(str(fp32_path), str(tmp), _CalibrationReader(images), quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                                calibrate_method=CalibrationMethod.MinMax)
     finally:
         logging.getLogger().setLevel(quiet)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out_path
+    return Path(out_path)
 
 
 def int8_difference(fp32_path, int8_path, n: int = 4, seed: int = 0) -> dict:
