@@ -23,7 +23,7 @@ _FIELD_FLAGS = {
     "max_images": dict(type=int, help="use at most this many train and val images"),
 }
 _PROFILE_HELP = ("named config: 'paper' (the default) = the paper's protocol, 256², 250 epochs on every "
-                 "image (a GPU job: about 5 minutes on an H200, days on a CPU); 'quick' = 64², 6 epochs, at "
+                 "image (a GPU job: about 6 minutes on an H200, days on a CPU); 'quick' = 64², 6 epochs, at "
                  "most 64 train and val images (a minute or two on a CPU)")
 _THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a shared small machine use 1: "
                  "this tiny model gains little from threads and slows badly when a core is busy")
