@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ..errors import UlvmError
@@ -25,11 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def working_folder_exists() -> None:
+    """Refuse to start in a deleted working folder, with a message that says so.
+
+    A shell (or a worker process) can outlive its folder: removed, or replaced by a fresh copy of the same
+    path. Started there, torch's first matrix product aborts the whole process with "Intel oneMKL FATAL
+    ERROR: Cannot load libtorch_cpu.so", which names the wrong culprit.
+    """
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UlvmError("the current working folder no longer exists (it was deleted or replaced after this "
+                        "shell or process entered it); cd into an existing folder and run again") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        working_folder_exists()
         return int(args.func(args) or 0)
     except UlvmError as error:
         print(f"ulvm {args.command}: error: {error}", file=sys.stderr)

@@ -1,0 +1,18 @@
+"""The command line's front door (`ulvm.cli.main`): what it refuses before any command runs."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_deleted_working_folder_is_refused_with_a_clear_error(tmp_path):
+    """Started in a folder that no longer exists, `ulvm` says so (torch's MKL would abort, naming a library)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m ulvm version'
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "working folder no longer exists" in done.stderr
