@@ -14,6 +14,7 @@ import yaml
 from helpers import write_tiny_prepared
 from ulvm.cli import main
 from ulvm.errors import UlvmError
+from ulvm.runs import LOG_COLUMNS
 from ulvm.sweep import load_grid, offline_wheels_command, parse_grid, sweep
 
 torch.set_num_threads(1)
@@ -112,29 +113,56 @@ def test_a_tested_run_is_only_recorded_and_missing_data_is_refused_early(tmp_pat
         sweep(other, tmp_path / "runs", tmp_path / "record", allow_dirty=True)
 
 
-def test_progress_is_a_line_per_change_off_a_terminal_and_one_rewritten_line_on_one():
+def test_progress_is_a_line_per_change_or_minute_off_a_terminal_and_one_rewritten_line_on_one():
     import io
 
     from ulvm.sweep import Progress
 
+    now = [0.0]
     plain = io.StringIO()
-    progress = Progress("g", 5, 2, plain)
+    progress = Progress("g", 5, plain, every_s=60, clock=lambda: now[0])
     progress.show(0, 2, 0)
-    progress.show(0, 2, 0)
-    progress.durations.append(60.0)
-    progress.show(1, 2, 1)
+    now[0] = 30
+    progress.show(0, 2, 0, 600.0)                 # no change, under a minute: nothing
+    now[0] = 61
+    progress.show(0, 2, 0, 570.0)                 # a minute since the last line
+    progress.show(1, 2, 1, 120.0)
     assert plain.getvalue().splitlines() == ["g: 0/5 done, 2 running, 0 failed, ETA ?",
+                                             "g: 0/5 done, 2 running, 0 failed, ETA 0:09:30",
                                              "g: 1/5 done, 2 running, 1 failed, ETA 0:02:00"]
 
     class Terminal(io.StringIO):
         def isatty(self):
             return True
     tty = Terminal()
-    progress = Progress("g", 5, 2, tty)
+    progress = Progress("g", 5, tty)
     progress.show(0, 2, 0)
     progress.say("p4_b1_s42: recorded x")
     progress.show(1, 1, 0)
     assert tty.getvalue().count("\n") == 1 and tty.getvalue().startswith("\rg: 0/5 done")
+
+
+def test_the_eta_comes_from_the_epochs_the_runs_log_and_drops_failed_jobs(tmp_path):
+    from ulvm.experiments import Job
+    from ulvm.runs import write_log
+    from ulvm.sweep import TrainingETA
+
+    def log(name, epochs):
+        (tmp_path / name).mkdir(exist_ok=True)
+        write_log(tmp_path / name / "log.csv", [dict.fromkeys(LOG_COLUMNS, 1.0) for _ in range(epochs)])
+
+    now = [0.0]
+    jobs = [Job(4, True, None, seed, overrides=("epochs=10",)) for seed in (42, 43, 44)]
+    log(jobs[0].name, 4)                          # resumed: 4 epochs done before the sweep started
+    eta = TrainingETA(jobs, tmp_path, clock=lambda: now[0])
+    assert eta.seconds_left() is None             # nothing logged since the start: no rate yet
+    now[0] = 60.0
+    log(jobs[0].name, 6)
+    log(jobs[1].name, 2)                          # 4 epochs in 60 s; 30 - 8 = 22 left: 330 s
+    assert eta.seconds_left() == pytest.approx(330.0)
+    eta.drop(jobs[1])                             # failed: its epochs leave both the rate and the total
+    assert eta.seconds_left() == pytest.approx((20 - 6) * 60 / 2)
+    assert Job(4, True, None, 42).epochs == 250 and Job(4, True, None, 42, profile="quick").epochs == 6
 
 
 # --- tiny sweeps on Dask ----------------------------------------------------------------------------------

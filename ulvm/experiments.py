@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import PROFILES
 from .errors import RunError
 from .io import atomic_write_json
 from .version import require_clean
@@ -47,6 +48,15 @@ class Job:
             return f"{self.model}{fold}_s{self.seed}"
         return f"p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
 
+    @property
+    def epochs(self) -> int:
+        """How many epochs this job trains: its profile's, unless an `epochs=` override says otherwise."""
+        for item in self.overrides:
+            name, _, value = item.partition("=")
+            if name.strip() == "epochs":
+                return int(json.loads(value))
+        return PROFILES[self.profile].epochs
+
     def command(self, data: Path, runs: Path, device: str = "cuda", settings: tuple[str, ...] = ()) -> list[str]:
         """`ulvm train` of this job into RUNS/NAME (it resumes an unfinished run); `settings`: more flags of
         how it runs (e.g. --threads 1), never of what it computes."""
@@ -70,6 +80,15 @@ class Job:
                 "--device", device, *settings]
 
 
+def read_log(run_dir: Path) -> list[dict[str, float]]:
+    """The epochs a run folder's log.csv lists (`ulvm.runs.write_log`), as numbers; [] before the first one."""
+    path = Path(run_dir) / "log.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
 def record_run(results_file: Path, dest: Path, allow_dirty: bool = False, **extra) -> Path:
     """Write DEST/test_<dataset>/<run>.json for one results file of a run folder: the test results (metrics,
     per-image DSC, config, data hashes, machine, code version) + the run's training curves and training time
@@ -79,9 +98,10 @@ def record_run(results_file: Path, dest: Path, allow_dirty: bool = False, **extr
     run_dir = results_file.parent
     record = json.loads(results_file.read_text(encoding="utf-8"))
     require_clean(record.get("code_version", "unknown"), allow_dirty, str(results_file))
-    with open(run_dir / "log.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    record["history"] = {key: [round(float(row[key]), 6) for row in rows]
+    rows = read_log(run_dir)
+    if not rows:
+        raise RunError(f"{run_dir}: log.csv lists no epoch (is this a finished run folder?)")
+    record["history"] = {key: [round(row[key], 6) for row in rows]
                          for key in ("train_loss", "val_loss", "val_dsc", "lr", "epoch_time_s")}
     record["train_time_s"] = round(sum(record["history"]["epoch_time_s"]), 1)
     record.pop("run_dir", None)

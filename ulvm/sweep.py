@@ -29,6 +29,8 @@ from RUN/last.pt), then `python -m ulvm test` on every `test_on` dataset, all lo
 sweep then writes one record per test set (`ulvm.experiments.record_runs`). It is idempotent: a job whose
 records exist is skipped; a job whose run folder is finished and tested is only recorded; a failed job is
 reported with its log and does not stop the others (the exit code then is 1).
+While it runs, one progress line says jobs done / running / failed and the time left, estimated from
+the epochs every run has logged so far (known within a minute, not only once the first job ends).
 
 Where it runs (Dask distributed, an optional extra: `pip install ".[sweep]"`; dask is imported only here):
 
@@ -74,7 +76,7 @@ import yaml
 
 from .config import PROFILES
 from .errors import UlvmError
-from .experiments import Job, record_runs
+from .experiments import Job, read_log, record_runs
 from .version import code_version, require_clean
 
 AXES = ("model", "parallel", "bridge", "seed", "fold")        # the crossing order (fold fastest)
@@ -282,29 +284,29 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """Jobs done / running / failed and an ETA: one rewritten line on a terminal, else a line per change."""
+    """Jobs done / running / failed and the time left: one rewritten line on a terminal; elsewhere (a log
+    file) a line whenever a job changes state, and at least every `every_s` seconds while they run."""
 
-    def __init__(self, name: str, total: int, slots: int, stream: TextIO):
-        self.name, self.total, self.slots, self.stream = name, total, max(slots, 1), stream
+    def __init__(self, name: str, total: int, stream: TextIO, every_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.name, self.total, self.stream, self.every_s, self.clock = name, total, stream, every_s, clock
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.last: tuple[int, int, int] | None = None
-        self.durations: list[float] = []
+        self.last_time = -float("inf")
 
-    def line(self, done: int, running: int, failed: int) -> str:
+    def line(self, done: int, running: int, failed: int, eta_s: float | None) -> str:
         left = self.total - done - failed
-        if self.durations and left:
-            eta_s = sum(self.durations) / len(self.durations) * -(-left // self.slots)
-            eta = _clock(eta_s)
-        else:
-            eta = "0:00:00" if not left else "?"
+        eta = "0:00:00" if not left else ("?" if eta_s is None else _clock(eta_s))
         return f"{self.name}: {done}/{self.total} done, {running} running, {failed} failed, ETA {eta}"
 
-    def show(self, done: int, running: int, failed: int) -> None:
+    def show(self, done: int, running: int, failed: int, eta_s: float | None = None) -> None:
+        now = self.clock()
         if self.tty:
-            self.stream.write("\r" + self.line(done, running, failed).ljust(79))
+            self.stream.write("\r" + self.line(done, running, failed, eta_s).ljust(79))
             self.stream.flush()
-        elif (done, running, failed) != self.last:
-            print(self.line(done, running, failed), file=self.stream, flush=True)
+        elif (done, running, failed) != self.last or now - self.last_time >= self.every_s:
+            print(self.line(done, running, failed, eta_s), file=self.stream, flush=True)
+            self.last_time = now
         self.last = (done, running, failed)
 
     def say(self, text: str) -> None:
@@ -312,6 +314,30 @@ class Progress:
         if self.tty:
             self.stream.write("\r" + " " * 79 + "\r")
         print(text, file=self.stream, flush=True)
+
+
+class TrainingETA:
+    """The time the sweep's training has left, from the epochs its runs have logged (RUN/log.csv) since the
+    sweep started and how fast they came: known after the first epochs, long before the first job ends.
+    Tests after training are not counted; a failed job is dropped."""
+
+    def __init__(self, jobs: list[Job], runs: Path, clock: Callable[[], float] = time.monotonic):
+        self.jobs, self.runs, self.clock = {job.name: job for job in jobs}, runs, clock
+        self.start_time, self.at_start = clock(), self.logged()      # (a resumed run starts part-way)
+
+    def logged(self) -> dict[str, int]:
+        return {name: min(len(read_log(self.runs / name)), job.epochs) for name, job in self.jobs.items()}
+
+    def drop(self, job: Job) -> None:
+        self.jobs.pop(job.name, None)
+
+    def seconds_left(self) -> float | None:
+        logged = self.logged()
+        new = sum(logged.values()) - sum(self.at_start[name] for name in logged)
+        elapsed = self.clock() - self.start_time
+        if new <= 0 or elapsed <= 0:
+            return None
+        return sum(job.epochs - logged[name] for name, job in self.jobs.items()) * elapsed / new
 
 
 @dataclass
@@ -400,7 +426,7 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
         for job in grid.jobs:                     # finished and tested before: record now
             if states[job.name] == "tested":
                 _record(job, runs, record, allow_dirty, extra, result, say)
-        progress = Progress(grid.name, len(todo), slots, stream)
+        progress, eta = Progress(grid.name, len(todo), stream), TrainingETA(todo, runs)
         say(f"{grid.name}: {len(todo)} jobs to run on {slots} worker slot(s)"
             + (f" over {len(gpus)} GPU(s)" if gpus else "") + f"; logs in {runs}/NAME.log")
         token = uuid.uuid4().hex[:8]
@@ -409,6 +435,7 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
                    for index, job in enumerate(todo)}
         pending = set(futures)
         done = failed = 0
+        eta_s, eta_time = None, -float("inf")
         while pending:
             try:
                 finished, pending = distributed.wait(pending, timeout=poll_s, return_when="FIRST_COMPLETED")
@@ -421,7 +448,6 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
                 except Exception as error:       # the task itself broke (a worker died, ...)
                     outcome = dict(code=-1, log=str(runs / f"{job.name}.log"), error=repr(error))
                 if outcome["code"] == 0:
-                    progress.durations.append(outcome.get("seconds", 0.0))
                     _record(job, runs, record, allow_dirty, extra, result, progress.say)
                 else:
                     why = outcome.get("error") or f"exit code {outcome['code']}"
@@ -429,12 +455,15 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
                     result.failures[job.name] = f"{why}, see {outcome['log']}"
                     progress.say(f"{job.name}: FAILED ({why}), see {outcome['log']}")
                 if result.status[job.name] == "failed":
+                    eta.drop(job)
                     failed += 1
                 else:
                     done += 1
             keys = {future.key for future in pending}
             running = min(slots, sum(key in keys for tasks in client.processing().values() for key in tasks))
-            progress.show(done, running, failed)
+            if time.monotonic() - eta_time >= 10:                  # (reads every run's log.csv)
+                eta_s, eta_time = eta.seconds_left(), time.monotonic()
+            progress.show(done, running, failed, eta_s)
         if progress.tty:
             stream.write("\n")
     finally:

@@ -16,7 +16,6 @@ permitted) the "on" rows say why instead of numbers.
 """
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from .checkpoint import read_run_checkpoint
 from .errors import RunError
-from .experiments import Job
+from .experiments import Job, read_log
 
 
 def start_mps() -> str:
@@ -44,8 +43,7 @@ def stop_mps() -> None:
 
 
 def _steady_epoch_times(run: Path) -> list[float]:
-    with open(run / "log.csv", newline="") as log:
-        times = [float(row["epoch_time_s"]) for row in csv.DictReader(log)]
+    times = [row["epoch_time_s"] for row in read_log(run)]
     if len(times) < 2:
         raise RunError(f"{run}: {len(times)} epoch(s) logged; the throughput needs at least 2 (the first is warm-up)")
     return times[1:]
