@@ -169,3 +169,19 @@ def plt_close(fig):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_paired_per_image_averages_shared_seeds_and_paired_table_reports_the_share_of_wins():
+    from ulvm.plots import paired_per_image, paired_table
+
+    runs = pd.DataFrame([{"configuration": name, "seed": seed, "fold": None, "per-image DSC": dsc,
+                          "per-image ids": ["i", "j", "k"]}
+                         for name, seed, dsc in (("a", 1, [0.9, 0.5, 0.7]), ("a", 2, [0.7, 0.5, 0.9]),
+                                                 ("a", 3, [0.0, 0.0, 0.0]),          # no partner: left out
+                                                 ("b", 1, [0.7, 0.6, 0.7]), ("b", 2, [0.7, 0.6, 0.7]))])
+    a, b = paired_per_image(runs, "a", "b")
+    assert a.tolist() == pytest.approx([0.8, 0.5, 0.8]) and b.tolist() == pytest.approx([0.7, 0.6, 0.7])
+    assert paired_per_image(runs, "a", "c")[0].size == 0
+    row = paired_table({"set": runs}, "a", ["b"]).iloc[0]
+    assert row["a better on"] == pytest.approx(2 / 3) and row["median difference"] == pytest.approx(0.1)
+    assert row["seeds"] == "1, 2" and row["images"] == 3

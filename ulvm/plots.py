@@ -116,14 +116,13 @@ def summary_table(runs: pd.DataFrame, metrics=("DSC", "IoU", "ACC", "SE", "SP"))
     return table.loc[list(order["configuration"])]
 
 
-def paired_comparison(runs: pd.DataFrame, first: str, second: str) -> dict:
-    """Paired comparison of two configurations over the images they were both tested on (same seed and
-    fold): mean per-image DSC difference and the Wilcoxon signed-rank test (scipy).
+def paired_per_image(runs: pd.DataFrame, first: str, second: str):
+    """The per-image DSC of two configurations over the images they were both tested on (same seed and
+    fold), as two aligned arrays (empty when they share no run).
 
     Where both configurations ran several seeds, each image's DSC is first averaged over their shared
-    seeds, so every test image counts once (the test assumes independent pairs)."""
+    seeds, so every test image counts once. Runs whose per-image ids differ are refused."""
     import numpy as np
-    from scipy.stats import wilcoxon
 
     keyed = {(name, seed, fold): np.asarray(dsc) for name, seed, fold, dsc in
              runs[["configuration", "seed", "fold", "per-image DSC"]].itertuples(index=False)}
@@ -141,9 +140,22 @@ def paired_comparison(runs: pd.DataFrame, first: str, second: str) -> dict:
             pair[0].append(dsc)
             pair[1].append(keyed[(second, seed, fold)])
     if not by_fold:
-        return {"pairs": 0}
+        return np.zeros(0), np.zeros(0)
     a = np.concatenate([np.mean(seeds, axis=0) for seeds, _ in by_fold.values()])
     b = np.concatenate([np.mean(seeds, axis=0) for _, seeds in by_fold.values()])
+    return a, b
+
+
+def paired_comparison(runs: pd.DataFrame, first: str, second: str) -> dict:
+    """Paired comparison of two configurations over the images they were both tested on (same seed and
+    fold; `paired_per_image`, each image once, averaged over the shared seeds): mean per-image DSC
+    difference and the Wilcoxon signed-rank test (scipy)."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    a, b = paired_per_image(runs, first, second)
+    if not len(a):
+        return {"pairs": 0}
     difference = a - b
     p_value = wilcoxon(a, b).pvalue if np.any(difference != 0) else 1.0
     return {"pairs": len(a), f"mean DSC {first}": a.mean(), f"mean DSC {second}": b.mean(),
@@ -409,8 +421,8 @@ def params_vs_dsc_figure(params: dict, recorded: dict[str, pd.DataFrame], ours: 
                         fmt="*" if mine else "o", ms=13 if mine else 6, color="#d62728" if mine else "#1f77b4",
                         zorder=3 if mine else 2)
             ax.annotate(f"{MODEL_LABELS.get(model, model)} ({int(row['count'])})", (count, row["mean"]),
-                        textcoords="offset points", xytext=(6, 4), fontsize=8,
-                        fontweight="bold" if mine else "normal")
+                        textcoords="offset points", xytext=(8, -14) if mine else (6, 4), fontsize=8,
+                        fontweight="bold" if mine else "normal", color="#d62728" if mine else "black")
         ax.set_xscale("log")
         ax.set(xlabel="parameters (log scale)", ylabel=f"pooled {metric}, mean ± std over seeds", title=dataset)
         ax.margins(x=0.25, y=0.2)
@@ -421,8 +433,10 @@ def params_vs_dsc_figure(params: dict, recorded: dict[str, pd.DataFrame], ours: 
 def paired_table(recorded: dict[str, pd.DataFrame], first: str, others) -> pd.DataFrame:
     """`paired_comparison` of `first` against each of `others`, per dataset of `recorded` (name -> runs
     table): one row per (dataset, model) with the number of test images, the shared seeds, both mean
-    per-image DSC, their mean difference (first minus other), the Wilcoxon p-value and that p-value
-    multiplied by the number of tests in the table (Bonferroni, capped at 1)."""
+    per-image DSC, their mean and median difference (first minus other), the share of images on which
+    `first` is better, the Wilcoxon p-value and that p-value multiplied by the number of tests in the
+    table (Bonferroni, capped at 1)."""
+    import numpy as np
     import pandas as pd
 
     rows = []
@@ -433,11 +447,13 @@ def paired_table(recorded: dict[str, pd.DataFrame], first: str, others) -> pd.Da
                 continue
             seeds = sorted(set(runs.loc[runs["configuration"] == first, "seed"])
                            & set(runs.loc[runs["configuration"] == other, "seed"]))
+            a, b = paired_per_image(runs, first, other)
             rows.append({"dataset": dataset, "model": other, "images": result["pairs"],
                          "seeds": ", ".join(map(str, seeds)),
                          f"mean DSC {first}": result[f"mean DSC {first}"],
                          "mean DSC model": result[f"mean DSC {other}"],
-                         "difference": result["mean difference"], "Wilcoxon p": result["Wilcoxon p"]})
+                         "difference": result["mean difference"], "median difference": float(np.median(a - b)),
+                         f"{first} better on": float(np.mean(a > b)), "Wilcoxon p": result["Wilcoxon p"]})
     table = pd.DataFrame(rows)
     if len(table):
         table["Bonferroni p"] = (table["Wilcoxon p"] * len(table)).clip(upper=1.0)
