@@ -366,6 +366,11 @@ def _configuration_of(model: str, ours: str, reference: str) -> str:
     return reference if model == ours else model
 
 
+def _mean_std(values) -> str:
+    """"mean ± std" (ddof=1) of a metric over runs, as the book prints it; the value alone for one run."""
+    return f"{values.mean():.4f}" if len(values) == 1 else f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
 def model_comparison_table(costs: pd.DataFrame, recorded: dict[str, pd.DataFrame],
                            metrics=("DSC", "IoU", "SE", "SP"), ours: str = "ultralight",
                            reference: str = "×4", missing: str = "not trained") -> pd.DataFrame:
@@ -385,10 +390,7 @@ def model_comparison_table(costs: pd.DataFrame, recorded: dict[str, pd.DataFrame
             chosen = runs[runs["configuration"] == _configuration_of(model, ours, reference)] if len(runs) else runs
             runs_column[model] = len(chosen)
             for metric in metrics:
-                values = chosen[metric] if len(chosen) else []
-                metric_columns[metric][model] = (missing if len(values) == 0 else f"{values.mean():.4f}"
-                                                 if len(values) == 1 else
-                                                 f"{values.mean():.4f} ± {values.std(ddof=1):.4f}")
+                metric_columns[metric][model] = _mean_std(chosen[metric]) if len(chosen) else missing
         columns[(dataset, "runs")] = pd.Series(runs_column)
         columns.update({(dataset, metric): pd.Series(values) for metric, values in metric_columns.items()})
     table = pd.DataFrame(columns, index=costs.index)
