@@ -34,7 +34,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--window-size=1280,1600"]
 # Chapters that must show a table (pandas tables or markdown tables in the notebook).
 PAGES_WITH_TABLES = ["01_ssm_theory", "02_mamba_parameters", "03_pvm_layer", "07_ablations", "08_paper_tables",
-                     "09_efficiency", "reproducibility"]
+                     "09_efficiency", "10_comparison", "reproducibility"]
 SCREENSHOT_PAGE = "03_pvm_layer"
 
 # Runs in the page: wait for MathJax and for every image, then report what the reader would see.

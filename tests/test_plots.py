@@ -86,3 +86,102 @@ def test_the_papers_numbers_live_in_their_own_module():
 
     assert not hasattr(ulvm.plots, "PAPER_PVM_SETTINGS")      # one home for the paper's numbers
     assert pvm_dsc_range() == pytest.approx(0.9091 - 0.9069)
+
+
+def _recorded_comparison():
+    """The comparison chapter's records: ×4 (5 seeds) and the four finished baselines (3 seeds), per test set."""
+    from conftest import REPO
+
+    from ulvm.book import recorded_runs
+
+    results = REPO / "book" / "results"
+    recorded = {}
+    for name, tested in (("ISIC2017", "isic2017"), ("PH2", "ph2")):
+        ours = recorded_runs("isic2017", tested, results)
+        recorded[name] = pd.concat([ours[ours["configuration"] == "×4"], recorded_runs("baselines", tested, results)])
+    return recorded
+
+
+def test_paired_comparison_refuses_runs_tested_on_different_images():
+    from ulvm.errors import UlvmError
+
+    runs = pd.DataFrame([{"configuration": name, "seed": 1, "fold": None, "per-image DSC": [0.9, 0.8],
+                          "per-image ids": ids} for name, ids in (("a", ["x", "y"]), ("b", ["y", "x"]))])
+    with pytest.raises(UlvmError, match="not tested on the same images"):
+        paired_comparison(runs, "a", "b")
+
+
+def test_model_comparison_table_puts_cost_and_both_test_sets_side_by_side():
+    from ulvm.plots import MODEL_LABELS, model_comparison_table
+
+    recorded = _recorded_comparison()
+    costs = pd.DataFrame({"params": [49_457, 1_000, 2_000]}, index=["ultralight", "malunet", "vmunet"])
+    table = model_comparison_table(costs, recorded)
+    assert list(table.index) == [MODEL_LABELS[m] for m in costs.index]
+    assert table[("cost", "params")].tolist() == [49_457, 1_000, 2_000]
+    x4 = recorded["ISIC2017"].query("configuration == '×4'")["DSC"]
+    assert table.loc["UltraLight VM-UNet ×4", ("ISIC2017", "DSC")] == f"{x4.mean():.4f} ± {x4.std():.4f}"
+    assert table.loc["UltraLight VM-UNet ×4", ("ISIC2017", "runs")] == 5
+    assert table.loc["MALUNet", ("PH2", "runs")] == 3
+    assert table.loc["VM-UNet", ("PH2", "SE")] == "not trained"     # no records: said, not invented
+    assert {top for top, _ in table.columns} == {"cost", "ISIC2017", "PH2"}
+
+
+def test_paired_table_pairs_each_model_on_shared_seeds_and_corrects_for_the_number_of_tests():
+    from ulvm.plots import paired_table
+
+    recorded = _recorded_comparison()
+    table = paired_table(recorded, "×4", ["malunet", "unet", "vmunet"])
+    assert len(table) == 4                                          # no vmunet records: no row
+    assert set(table["images"]) == {600, 200}
+    assert (table["seeds"] == "42, 43, 44").all()                   # ×4's seeds 45 and 46 have no partner
+    assert (table["Bonferroni p"] == (4 * table["Wilcoxon p"]).clip(upper=1)).all()
+    row = table.set_index(["dataset", "model"]).loc[("ISIC2017", "malunet")]
+    assert row["difference"] == pytest.approx(row["mean DSC ×4"] - row["mean DSC model"])
+
+
+def test_params_vs_dsc_figure_draws_one_point_per_recorded_model():
+    from ulvm.plots import params_vs_dsc_figure, seed_means
+
+    recorded = _recorded_comparison()
+    fig = params_vs_dsc_figure({"ultralight": 49_457, "malunet": 175_000, "vmunet": 27e6}, recorded)
+    assert len(fig.axes) == 2 and all(ax.get_xscale() == "log" for ax in fig.axes)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["UltraLight VM-UNet ×4 (5)", "MALUNet (3)"]       # VM-UNet has no test records
+    means = seed_means(recorded["ISIC2017"])
+    assert means.loc["×4", "count"] == 5 and means.loc["malunet", "mean"] > 0.8
+    plt_close(fig)
+
+
+def test_plot_validation_curves_one_legend_entry_per_model():
+    import matplotlib.pyplot as plt
+
+    from ulvm.plots import plot_validation_curves
+
+    fig, ax = plt.subplots()
+    plot_validation_curves({"ours": [[0.5, 0.6], [0.55, 0.7]], "other": [[0.4, 0.8, 0.9]]}, ax, highlight="ours")
+    assert [t.get_text() for t in ax.legend().get_texts()] == ["ours", "other"]
+    assert len(ax.lines) == 3 and ax.lines[0].get_color() == "black"
+    plt_close(fig)
+
+
+def plt_close(fig):
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_paired_per_image_averages_shared_seeds_and_paired_table_reports_the_share_of_wins():
+    from ulvm.plots import paired_per_image, paired_table
+
+    runs = pd.DataFrame([{"configuration": name, "seed": seed, "fold": None, "per-image DSC": dsc,
+                          "per-image ids": ["i", "j", "k"]}
+                         for name, seed, dsc in (("a", 1, [0.9, 0.5, 0.7]), ("a", 2, [0.7, 0.5, 0.9]),
+                                                 ("a", 3, [0.0, 0.0, 0.0]),          # no partner: left out
+                                                 ("b", 1, [0.7, 0.6, 0.7]), ("b", 2, [0.7, 0.6, 0.7]))])
+    a, b = paired_per_image(runs, "a", "b")
+    assert a.tolist() == pytest.approx([0.8, 0.5, 0.8]) and b.tolist() == pytest.approx([0.7, 0.6, 0.7])
+    assert paired_per_image(runs, "a", "c")[0].size == 0
+    row = paired_table({"set": runs}, "a", ["b"]).iloc[0]
+    assert row["a better on"] == pytest.approx(2 / 3) and row["median difference"] == pytest.approx(0.1)
+    assert row["seeds"] == "1, 2" and row["images"] == 3

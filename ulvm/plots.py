@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 
+from .errors import UlvmError
 from .io import atomic_write_bytes
 from .paper import PAPER_RESULTS
 
@@ -46,6 +47,12 @@ def save_figure(fig, name: str, folder: str | os.PathLike) -> Path:
 
 METRIC_NAMES = {"dsc": "DSC", "iou": "IoU", "acc": "ACC", "se": "SE", "sp": "SP", "precision": "precision"}
 
+# How the book writes each model of the comparison chapter (`ulvm.baselines` names; "ultralight" and its
+# recorded configuration "×4" are the paper's model).
+MODEL_LABELS = {"ultralight": "UltraLight VM-UNet ×4", "×4": "UltraLight VM-UNet ×4", "unet": "U-Net",
+                "unext_s": "UNeXt-S", "malunet": "MALUNet", "egeunet": "EGE-UNet", "vmunet": "VM-UNet",
+                "lightmunet": "LightM-UNet"}
+
 
 # ---- results of runs: one row per run, whatever produced it ------------------------------------------
 
@@ -73,6 +80,7 @@ def runs_table(results: list[dict]) -> pd.DataFrame:
             **{METRIC_NAMES[k]: v for k, v in result.get("pooled", {}).items() if k in METRIC_NAMES},
             "per-image DSC": result.get("per_image", {}).get("dsc", []),
             "per-image ids": result.get("per_image", {}).get("ids", []),
+            "validation DSC": result.get("history", {}).get("val_dsc", []),
             "DSC CI95": tuple(result["dsc_ci95"]) if result.get("dsc_ci95") else None,
             "device": machine.get("gpu") or machine.get("device"),
             "train time (s)": result.get("train_time_s"),
@@ -108,27 +116,46 @@ def summary_table(runs: pd.DataFrame, metrics=("DSC", "IoU", "ACC", "SE", "SP"))
     return table.loc[list(order["configuration"])]
 
 
-def paired_comparison(runs: pd.DataFrame, first: str, second: str) -> dict:
-    """Paired comparison of two configurations over the images they were both tested on (same seed and
-    fold): mean per-image DSC difference and the Wilcoxon signed-rank test (scipy).
+def paired_per_image(runs: pd.DataFrame, first: str, second: str):
+    """The per-image DSC of two configurations over the images they were both tested on (same seed and
+    fold), as two aligned arrays (empty when they share no run).
 
     Where both configurations ran several seeds, each image's DSC is first averaged over their shared
-    seeds, so every test image counts once (the test assumes independent pairs)."""
+    seeds, so every test image counts once. Runs whose per-image ids differ are refused."""
     import numpy as np
-    from scipy.stats import wilcoxon
 
     keyed = {(name, seed, fold): np.asarray(dsc) for name, seed, fold, dsc in
              runs[["configuration", "seed", "fold", "per-image DSC"]].itertuples(index=False)}
+    ids = ({(name, seed, fold): list(image_ids) for name, seed, fold, image_ids in
+            runs[["configuration", "seed", "fold", "per-image ids"]].itertuples(index=False)}
+           if "per-image ids" in runs else {})
     by_fold: dict = {}                       # fold -> ([first's per-image DSC per seed], [second's ...])
     for (name, seed, fold), dsc in keyed.items():
         if name == first and (second, seed, fold) in keyed:
+            mine, theirs = ids.get((name, seed, fold)), ids.get((second, seed, fold))
+            if mine and theirs and mine != theirs:
+                raise UlvmError(f"{first} and {second} (seed {seed}, fold {fold}) were not tested on the same "
+                                "images in the same order: their per-image ids differ")
             pair = by_fold.setdefault(fold, ([], []))
             pair[0].append(dsc)
             pair[1].append(keyed[(second, seed, fold)])
     if not by_fold:
-        return {"pairs": 0}
+        return np.zeros(0), np.zeros(0)
     a = np.concatenate([np.mean(seeds, axis=0) for seeds, _ in by_fold.values()])
     b = np.concatenate([np.mean(seeds, axis=0) for _, seeds in by_fold.values()])
+    return a, b
+
+
+def paired_comparison(runs: pd.DataFrame, first: str, second: str) -> dict:
+    """Paired comparison of two configurations over the images they were both tested on (same seed and
+    fold; `paired_per_image`, each image once, averaged over the shared seeds): mean per-image DSC
+    difference and the Wilcoxon signed-rank test (scipy)."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    a, b = paired_per_image(runs, first, second)
+    if not len(a):
+        return {"pairs": 0}
     difference = a - b
     p_value = wilcoxon(a, b).pvalue if np.any(difference != 0) else 1.0
     return {"pairs": len(a), f"mean DSC {first}": a.mean(), f"mean DSC {second}": b.mean(),
@@ -329,3 +356,122 @@ def best_median_worst_figure(model, data, record: dict, split: str = "test", siz
     fig.set_size_inches(size * 3, size + 0.3)
     return fig, {kind: {"id": image_id, "recorded DSC": recorded, "DSC here": float(value)}
                  for (kind, (image_id, recorded)), value in zip(chosen.items(), np.asarray(measured))}
+
+
+# ---- the comparison with other lightweight models ---------------------------------------------------
+
+
+def _configuration_of(model: str, ours: str, reference: str) -> str:
+    """The configuration name under which a model's runs are recorded (ours: `reference`, e.g. "×4")."""
+    return reference if model == ours else model
+
+
+def _mean_std(values) -> str:
+    """"mean ± std" (ddof=1) of a metric over runs, as the book prints it; the value alone for one run."""
+    return f"{values.mean():.4f}" if len(values) == 1 else f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def model_comparison_table(costs: pd.DataFrame, recorded: dict[str, pd.DataFrame],
+                           metrics=("DSC", "IoU", "SE", "SP"), ours: str = "ultralight",
+                           reference: str = "×4", missing: str = "not trained") -> pd.DataFrame:
+    """One row per model of `costs` (indexed by model name, `ours` for UltraLight VM-UNet): its cost
+    columns as given, then per dataset of `recorded` (name -> runs table holding `reference` and the
+    baselines, e.g. {"ISIC2017": ..., "PH2": ...}) the number of runs and each pooled metric as
+    "mean ± std" over the runs (seeds). A model without runs in a dataset shows `missing`.
+
+    Columns are two-level: ("cost", column) and (dataset, "runs" | metric); rows are labelled with
+    `MODEL_LABELS`."""
+    import pandas as pd
+
+    columns = {("cost", column): costs[column] for column in costs.columns}
+    for dataset, runs in recorded.items():
+        runs_column, metric_columns = {}, {metric: {} for metric in metrics}
+        for model in costs.index:
+            chosen = runs[runs["configuration"] == _configuration_of(model, ours, reference)] if len(runs) else runs
+            runs_column[model] = len(chosen)
+            for metric in metrics:
+                metric_columns[metric][model] = _mean_std(chosen[metric]) if len(chosen) else missing
+        columns[(dataset, "runs")] = pd.Series(runs_column)
+        columns.update({(dataset, metric): pd.Series(values) for metric, values in metric_columns.items()})
+    table = pd.DataFrame(columns, index=costs.index)
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table.rename(index=lambda model: MODEL_LABELS.get(model, model))
+
+
+def seed_means(runs: pd.DataFrame, metric: str = "DSC") -> pd.DataFrame:
+    """Per configuration: the number of runs, the mean and the standard deviation (ddof=1) of a pooled
+    metric over them."""
+    return runs.groupby("configuration", sort=False)[metric].agg(["count", "mean", "std"])
+
+
+def params_vs_dsc_figure(params: dict, recorded: dict[str, pd.DataFrame], ours: str = "ultralight",
+                         reference: str = "×4", metric: str = "DSC", width: float = 5.2):
+    """Parameters (log axis) against the pooled `metric`, one panel per dataset of `recorded`: one point per
+    model (mean over its seeds, error bar one standard deviation), UltraLight VM-UNet (`ours`) highlighted.
+    `params`: model name -> parameter count; models without runs in a dataset are left out of its panel.
+    Returns the figure."""
+    fig, axes = plt.subplots(1, len(recorded), figsize=(width * len(recorded), 3.6), squeeze=False)
+    for ax, (dataset, runs) in zip(axes.flat, recorded.items()):
+        stats = seed_means(runs, metric) if len(runs) else None
+        for model, count in params.items():
+            name = _configuration_of(model, ours, reference)
+            if stats is None or name not in stats.index:
+                continue
+            row = stats.loc[name]
+            mine = model == ours
+            ax.errorbar(count, row["mean"], yerr=0 if row["count"] < 2 else row["std"], capsize=3,
+                        fmt="*" if mine else "o", ms=13 if mine else 6, color="#d62728" if mine else "#1f77b4",
+                        zorder=3 if mine else 2)
+            ax.annotate(f"{MODEL_LABELS.get(model, model)} ({int(row['count'])})", (count, row["mean"]),
+                        textcoords="offset points", xytext=(8, -14) if mine else (6, 4), fontsize=8,
+                        fontweight="bold" if mine else "normal", color="#d62728" if mine else "black")
+        ax.set_xscale("log")
+        ax.set(xlabel="parameters (log scale)", ylabel=f"pooled {metric}, mean ± std over seeds", title=dataset)
+        ax.margins(x=0.25, y=0.2)
+    fig.tight_layout()
+    return fig
+
+
+def paired_table(recorded: dict[str, pd.DataFrame], first: str, others) -> pd.DataFrame:
+    """`paired_comparison` of `first` against each of `others`, per dataset of `recorded` (name -> runs
+    table): one row per (dataset, model) with the number of test images, the shared seeds, both mean
+    per-image DSC, their mean and median difference (first minus other), the share of images on which
+    `first` is better, the Wilcoxon p-value and that p-value multiplied by the number of tests in the
+    table (Bonferroni, capped at 1)."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for dataset, runs in recorded.items():
+        for other in others:
+            result = paired_comparison(runs, first, other)
+            if not result["pairs"]:
+                continue
+            seeds = sorted(set(runs.loc[runs["configuration"] == first, "seed"])
+                           & set(runs.loc[runs["configuration"] == other, "seed"]))
+            a, b = paired_per_image(runs, first, other)
+            rows.append({"dataset": dataset, "model": other, "images": result["pairs"],
+                         "seeds": ", ".join(map(str, seeds)),
+                         f"mean DSC {first}": result[f"mean DSC {first}"],
+                         "mean DSC model": result[f"mean DSC {other}"],
+                         "difference": result["mean difference"], "median difference": float(np.median(a - b)),
+                         f"{first} better on": float(np.mean(a > b)), "Wilcoxon p": result["Wilcoxon p"]})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["Bonferroni p"] = (table["Wilcoxon p"] * len(table)).clip(upper=1.0)
+    return table
+
+
+def plot_validation_curves(curves: dict[str, list], ax, highlight: str | None = None, colours=None):
+    """Validation-DSC curves on `ax`: `curves` maps a label to a list of runs, each a per-epoch list; one
+    colour per label (the `highlight` label black and on top), one legend entry per label."""
+    palette = colours or plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    others = iter(palette)
+    for label, runs in curves.items():
+        mine = label == highlight
+        colour = "black" if mine else next(others)
+        for i, values in enumerate(runs):
+            ax.plot(range(1, len(values) + 1), values, lw=1.0 if mine else 0.8, color=colour,
+                    alpha=0.8 if mine else 0.7, zorder=3 if mine else 2, label=label if i == 0 else None)
+    ax.set(xlabel="epoch", ylabel="validation DSC")
+    return ax
