@@ -106,6 +106,9 @@ def test_failing_cell_names_notebook_and_cell_and_keeps_partial_output(tmp_path,
     assert "01_broken" in table and "failed" in table and "total" in table
     with pytest.raises(NotebookFailed):  # a failed copy is never taken as up to date
         reproduce("quick", root=root, out="executed", only=["01"], resume=True)
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-out"    # --out outside the project: its full path is shown
+    with pytest.raises(NotebookFailed, match=f"partial output kept in {elsewhere / '01_broken.ipynb'}"):
+        reproduce("quick", root=root, out=elsewhere, only=["01"])
 
 
 @pytest.mark.slow

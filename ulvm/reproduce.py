@@ -115,6 +115,11 @@ def is_up_to_date(source: Path, executed: Path, parameters: dict) -> bool:
         return False
     return not metadata.get("exception") and metadata.get("parameters") == parameters
 
+def shown(path: Path, root: Path) -> str:
+    """A path as a message shows it: relative to the project when inside it (`--out` may be elsewhere)."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def execute_notebook(source: Path, executed: Path, parameters: dict, root: Path) -> None:
     """Run one notebook with papermill in the project root; publish the executed copy atomically.
 
@@ -137,9 +142,9 @@ def execute_notebook(source: Path, executed: Path, parameters: dict, root: Path)
         publish(running, executed)
         first_line = next((line for line in error.source.splitlines() if line.strip()), "")
         raise NotebookFailed(
-            f"{source.relative_to(root)}: cell {error.cell_index} (In [{error.exec_count}], "
+            f"{shown(source, root)}: cell {error.cell_index} (In [{error.exec_count}], "
             f"starts {first_line.strip()!r}) raised {error.ename}: {error.evalue} "
-            f"-- partial output kept in {executed.relative_to(root)}") from None
+            f"-- partial output kept in {shown(executed, root)}") from None
     publish(running, executed)
 
 def publish(running: Path, executed: Path) -> None:
