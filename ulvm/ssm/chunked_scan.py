@@ -18,10 +18,10 @@ Glossary (as in `ulvm.ssm.scan`; T = chunk length, K = number of chunks = ceil(L
     delta   Δ_t, the step size                       (batch, D, L)
     A       the diagonal state matrix, A < 0         (D, N)
     B, C    B_t, C_t                                 (batch, N, L)
-    a_t     Ā_t = exp(Δ_t A), the decay of a step    (batch, D, N, K)   step t of every chunk at once
-    v_t     B̄_t u_t = Δ_t u_t B_t                    (batch, D, N, K)
-    P_t     Π_{r ≤ t, same chunk} Ā_r                (batch, D, N, K)   decay from the chunk's start
-    h_t     the state                                (batch, D, N, K)
+    a_t     Ā_t = exp(Δ_t A), the decay of a step    (batch, D, N, K, 1)   step t of every chunk at once
+    v_t     B̄_t u_t = Δ_t u_t B_t                    (batch, D, N, K, 1)
+    P_t     Π_{r ≤ t, same chunk} Ā_r                (batch, D, N, K, 1)   decay from the chunk's start
+    h_t     the state                                (batch, D, N, K, 1)
 
 The maths. Unrolling h_t = Ā_t h_{t-1} + B̄_t u_t from the state h_0 at the start of a chunk:
 
@@ -61,26 +61,27 @@ DEFAULT_CHUNK_SIZE = 8
 
 
 def steps(x: torch.Tensor, chunk_size: int, pad_value: float = 0.0) -> tuple[torch.Tensor, ...]:
-    """(..., L) -> T tensors (..., K): step t of every chunk of T = min(chunk_size, L) steps (at least 2;
-    the last chunk padded with `pad_value`)."""
+    """(..., L) -> T tensors (..., K, 1): step t of every chunk of T = min(chunk_size, L) steps (at least 2;
+    the last chunk padded with `pad_value`). The trailing 1 keeps a split without a squeeze (in ONNX: one
+    Split node, no Squeeze per step)."""
     length = x.shape[-1]
     T = max(2, min(chunk_size, length))
     K = -(-length // T)
     if K * T != length:
         x = F.pad(x, (0, K * T - length), value=pad_value)
-    return x.reshape(*x.shape[:-1], K, T).unbind(-1)
+    return x.reshape(*x.shape[:-1], K, T).split(1, dim=-1)
 
 
 def from_steps(x: list[torch.Tensor], length: int) -> torch.Tensor:
-    """T tensors (..., K) -> (..., L): the inverse of `steps`, dropping the padding."""
-    x = torch.stack(x, dim=-1).flatten(-2)                                # (..., K·T)
+    """T tensors (..., K, 1) -> (..., L): the inverse of `steps`, dropping the padding."""
+    x = torch.cat(x, dim=-1).flatten(-2)                                  # (..., K·T)
     return x if x.shape[-1] == length else x[..., :length]
 
 
 def chunked_states(a: list[torch.Tensor], v: list[torch.Tensor], chunk_size: int = DEFAULT_CHUNK_SIZE
                    ) -> list[torch.Tensor]:
     """All states of h_t = a_t h_{t-1} + v_t (h = 0 before the first step), the T steps of K chunks given as
-    `steps` (lists of T tensors (..., K), a_t ∈ [0, 1]); returns the T states h_t (..., K).
+    `steps` (lists of T tensors (..., K, 1), a_t ∈ [0, 1]); returns the T states h_t (..., K, 1).
 
     One level of chunking, then the same function on the K chunk-end states (chunks of chunks, cut with
     `chunk_size`), so the depth is log_T(L) and the graph has O(T log_T L) nodes whatever L is.
@@ -89,12 +90,14 @@ def chunked_states(a: list[torch.Tensor], v: list[torch.Tensor], chunk_size: int
     for a_t, v_t in zip(a[1:], v[1:]):
         h.append(a_t * h[-1] + v_t)
         P.append(a_t * P[-1])
-    K = h[0].shape[-1]
+    K = h[0].shape[-2]
     if K > 1:
         # across chunks: H_k = Λ_k H_{k-1} + h_end_k with Λ_k = P_{T-1}, the same recurrence on the K chunk
         # ends (the padding of their last chunk: Λ = 1 and h_end = 0, the state just carries on)
-        H = from_steps(chunked_states(steps(P[-1], chunk_size, 1.0), steps(h[-1], chunk_size), chunk_size), K)
-        h_start = F.pad(H[..., :-1], (1, 0))                # H_{k-1}, zero before chunk 0   (..., K)
+        ends = chunked_states(steps(P[-1].flatten(-2), chunk_size, 1.0), steps(h[-1].flatten(-2), chunk_size),
+                              chunk_size)
+        H = from_steps(ends, K)                             # H_k                              (..., K)
+        h_start = F.pad(H[..., :-1], (1, 0)).unsqueeze(-1)  # H_{k-1}, zero before chunk 0      (..., K, 1)
         h = [h_t + P_t * h_start for h_t, P_t in zip(h, P)]
     return h
 
@@ -105,10 +108,10 @@ def scan_chunked(u, delta, A, B, C, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tor
     Δ is the final step size (bias and softplus already applied), as for `scan_reference`. The padding of
     the last chunk has Δ = 0: Ā = 1 and B̄u = 0, the state just carries on (and is dropped at the end).
     """
-    a = [torch.exp(delta_t[:, :, None] * A[:, :, None])                   # Ā_t = exp(Δ_t A)  (b, D, N, K)
-         for delta_t in steps(delta, chunk_size)]
-    v = [x_t[:, :, None] * B_t[:, None]                                   # B̄_t u_t = Δ_t u_t B_t
-         for x_t, B_t in zip(steps(delta * u, chunk_size), steps(B, chunk_size))]
-    h = chunked_states(a, v, chunk_size)                                  # h_t               (b, D, N, K)
-    y = [(h_t * C_t[:, None]).sum(2) for h_t, C_t in zip(h, steps(C, chunk_size))]   # y_t = C_t h_t (b, D, K)
+    A = A[:, :, None, None]                                               # (D, N, 1, 1)
+    a = [torch.exp(delta_t * A) for delta_t in steps(delta.unsqueeze(2), chunk_size)]   # Ā_t (b, D, N, K, 1)
+    v = [x_t * B_t for x_t, B_t in zip(steps((delta * u).unsqueeze(2), chunk_size),     # B̄_t u_t = Δ_t u_t B_t
+                                       steps(B.unsqueeze(1), chunk_size))]
+    h = chunked_states(a, v, chunk_size)                                  # h_t               (b, D, N, K, 1)
+    y = [(h_t * C_t).sum(2) for h_t, C_t in zip(h, steps(C.unsqueeze(1), chunk_size))]  # C_t h_t (b, D, K, 1)
     return from_steps(y, u.shape[-1])                                     # (b, D, L)
