@@ -179,8 +179,9 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
     {"path", "ms" (median of `repeats` after `warmup`), "rel_error" (vs eager "parallel", max |Δ| / max |y|)}.
 
     torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
-    threads. `compile=True` adds torch.compile, which did not finish compiling the unrolled scan within
-    4 minutes on our 2 cores, hence off by default. ONNX files go to `workdir` (default: a temporary directory,
+    threads. `compile=True` (`ulvm bench --onnx --compile`) adds torch.compile of the "chunked" path: Inductor
+    compiles its unrolled scan in ~3 minutes on our 2 cores (it did not finish within 4 before the scan took
+    one tensor per step), hence off by default. ONNX files go to `workdir` (default: a temporary directory,
     removed after).
     """
     from .model import UltraLightVMUNet
