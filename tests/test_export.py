@@ -13,7 +13,7 @@ from ulvm import export  # noqa: E402
 from ulvm.model import UltraLightVMUNet  # noqa: E402
 
 torch.set_num_threads(1)
-SIZE = 64
+SIZE = 96          # scan lengths 144, 36, 9: chunks that need padding, at every level
 
 
 @pytest.fixture(scope="module")

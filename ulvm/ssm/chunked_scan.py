@@ -66,7 +66,7 @@ def steps(x: torch.Tensor, chunk_size: int, pad_value: float = 0.0) -> tuple[tor
     Split node, no Squeeze per step)."""
     length = x.shape[-1]
     T = max(2, min(chunk_size, length))
-    K = -(-length // T)
+    K = (length + T - 1) // T          # ceil; not -(-L // T): the exporter traces // as a truncating Div
     if K * T != length:
         x = F.pad(x, (0, K * T - length), value=pad_value)
     return x.reshape(*x.shape[:-1], K, T).split(1, dim=-1)
