@@ -29,7 +29,7 @@ The maths. Unrolling h_t = Ā_t h_{t-1} + B̄_t u_t from the state h_0 at the st
           (from earlier chunks)  (within the chunk, from a zero start)
 
 Within a chunk (T unrolled steps): h_t = Ā_t h_{t-1} + B̄_t u_t from h = 0, and P_t = Ā_t P_{t-1}, each step
-computed for all K chunks at once (one (batch, D, N, K) tensor op). It works in linear space: Ā ∈ [0, 1],
+computed for all K chunks at once (one (batch, D, N, K, 1) tensor op). It works in linear space: Ā ∈ [0, 1],
 products only shrink, no logarithm or division, as stable as the reference.
 
 Across chunks: each chunk's end state from a zero start, h_end_k, and its total decay Λ_k = P_{T-1} obey
@@ -38,7 +38,7 @@ chunk-end states (chunks of chunks, depth log_T L); then the state entering chun
 every step: h_t += P_t H_{k-1}. Finally y_t = C_t · h_t. With a fixed L every loop unrolls at export into a
 static graph of ~T log_T(L) steps.
 
-Why steps, not one tensor. Every step is its own (batch, D, N, K) tensor, built from a slice of the small
+Why steps, not one tensor. Every step is its own (batch, D, N, K, 1) tensor, built from a slice of the small
 (batch, D, L) / (batch, N, L) inputs, and y_t = C_t · h_t is taken step by step; no state-sized
 (D·N values per token) tensor is ever sliced, stacked or transposed. ONNX Runtime copies every slice and
 every stack, so on the L = 1024 layer this halved the exported scan's time against the same arithmetic on
