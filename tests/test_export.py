@@ -13,7 +13,7 @@ from ulvm import export  # noqa: E402
 from ulvm.model import UltraLightVMUNet  # noqa: E402
 
 torch.set_num_threads(1)
-SIZE = 64
+SIZE = 96          # scan lengths 144, 36, 9: chunks that need padding, at every level
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +65,22 @@ def test_bad_quantisation_method_is_a_clear_error(exported, tmp_path):
     with pytest.raises(ValueError, match="method must be 'static' or 'dynamic'"):
         export.quantize_int8(path, tmp_path / "x.onnx", method="float4")
     assert not list(tmp_path.iterdir())
+
+
+def test_cpu_benchmark_times_every_deployment_path_in_one_process(tmp_path):
+    """The rows of `ulvm bench --onnx` (eager parallel / chunked, ONNX Runtime fp32 / INT8), each checked against
+    eager parallel on the same input; `--compile` reaches the torch.compile row (not compiled here: minutes)."""
+    torch.manual_seed(0)
+    model = export.amplify_mamba_(UltraLightVMUNet(backend="parallel"))
+    rows = export.cpu_benchmark(model, size=SIZE, repeats=1, warmup=0, threads=1, workdir=tmp_path,
+                                progress=lambda line: None)
+    by_path = {row["path"]: row for row in rows}
+    assert list(by_path) == ["torch eager parallel", "torch eager chunked", "onnxruntime fp32",
+                             "onnxruntime int8 static", "onnxruntime int8 dynamic"]
+    for path in ("torch eager chunked", "onnxruntime fp32"):
+        assert by_path[path]["rel_error"] <= export.MAX_PARITY_ERROR, by_path[path]
+    assert all(row["ms"] > 0 for row in rows)
+
+    from ulvm.cli import build_parser
+    args = build_parser().parse_args(["bench", "--device", "cpu", "--onnx", "--compile"])
+    assert args.onnx and args.compile

@@ -116,9 +116,10 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
         None: 8 random images, fine to check the mechanics, not for accuracy);
     method "dynamic": int8 weights of MatMul/Gemm only, activations quantised on the fly per call.
     Which one to use is measured by `cpu_benchmark` (rows "onnxruntime int8 static/dynamic"). On our 2-core
-    CPU both were ~2x SLOWER than fp32 (60 vs 30 ms): the network's work is elementwise (the unrolled scan,
-    norms, activations), its matmuls and convs are tiny, so the added (de)quantisation costs more than int8
-    arithmetic saves. Deploy fp32 unless a measurement on the target says otherwise.
+    CPU neither beat fp32 (one run: fp32 31, static 33, dynamic 36 ms; before the scan took one tensor per step
+    36 / 56 / 50): the network's work is elementwise (the unrolled scan, norms, activations), its matmuls and
+    convs are tiny, so the added (de)quantisation costs more than int8 arithmetic saves. Deploy fp32 unless a
+    measurement on the target says otherwise.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -179,8 +180,9 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
     {"path", "ms" (median of `repeats` after `warmup`), "rel_error" (vs eager "parallel", max |Δ| / max |y|)}.
 
     torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
-    threads. `compile=True` adds torch.compile, which did not finish compiling the unrolled scan within
-    4 minutes on our 2 cores, hence off by default. ONNX files go to `workdir` (default: a temporary directory,
+    threads. `compile=True` (`ulvm bench --onnx --compile`) adds torch.compile of the "chunked" path: Inductor
+    compiles its unrolled scan in ~3 minutes on our 2 cores (it did not finish within 4 before the scan took
+    one tensor per step), hence off by default. ONNX files go to `workdir` (default: a temporary directory,
     removed after).
     """
     from .model import UltraLightVMUNet

@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--onnx", action="store_true",
                    help="CPU: also time ONNX Runtime fp32 and INT8 at batch 1 against eager PyTorch, in this process "
                         "(needs the export extra)")
+    p.add_argument("--compile", action="store_true",
+                   help="with --onnx: also time torch.compile of the exportable 'chunked' path (Inductor's C++ "
+                        "code; compiling takes ~3 minutes on 2 cores)")
     p.add_argument("--models", nargs="*", default=None, metavar="NAME",
                    help="instead of the scan paths: time the comparison chapter's models side by side (ultralight "
                         "and the baselines; no names = all), inference b1/b8 and a training step b8")
@@ -59,7 +62,8 @@ def _bench(args) -> int:
     if args.onnx:
         from ..export import cpu_benchmark
 
-        result["deployment_rows"] = cpu_benchmark(threads=torch.get_num_threads(), progress=print)
+        result["deployment_rows"] = cpu_benchmark(threads=torch.get_num_threads(), compile=args.compile,
+                                                  progress=print)
     if args.out:
         atomic_write_json(args.out, result)
         print(f"written {args.out}")
