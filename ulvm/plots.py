@@ -105,12 +105,16 @@ def load_recorded_runs(folder: str | os.PathLike) -> pd.DataFrame:
     return runs_table([{"source": name, **result} for name, result in read_json_folder(folder).items()])
 
 
+def _mean_std(values) -> str:
+    """"mean ± std" (ddof=1) of a metric over runs, as the book prints it; the value alone for one run."""
+    return f"{values.mean():.4f}" if len(values) == 1 else f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
 def summary_table(runs: pd.DataFrame, metrics=("DSC", "IoU", "ACC", "SE", "SP")) -> pd.DataFrame:
     """Mean ± std of each pooled metric per configuration (over seeds and folds), with the run count.
     Rows in the paper's order: ×1, ×2, ×4, then variants without the bridge."""
     grouped = runs.groupby("configuration", sort=False)
-    table = grouped[list(metrics)].agg(lambda v: f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1
-                                       else f"{v.mean():.4f}")
+    table = grouped[list(metrics)].agg(_mean_std)
     table.insert(0, "runs", grouped.size())
     order = runs.drop_duplicates("configuration").sort_values(["bridge", "parallel"], ascending=[False, True])
     return table.loc[list(order["configuration"])]
@@ -364,11 +368,6 @@ def best_median_worst_figure(model, data, record: dict, split: str = "test", siz
 def _configuration_of(model: str, ours: str, reference: str) -> str:
     """The configuration name under which a model's runs are recorded (ours: `reference`, e.g. "×4")."""
     return reference if model == ours else model
-
-
-def _mean_std(values) -> str:
-    """"mean ± std" (ddof=1) of a metric over runs, as the book prints it; the value alone for one run."""
-    return f"{values.mean():.4f}" if len(values) == 1 else f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
 def model_comparison_table(costs: pd.DataFrame, recorded: dict[str, pd.DataFrame],
