@@ -68,3 +68,12 @@ def test_run_settings_are_not_part_of_the_protocol():
     assert "backend" not in Config().to_dict()
     with pytest.raises(UlvmError, match="eval_batch_size=0"):
         RunSettings(eval_batch_size=0)
+
+
+def test_set_overrides_are_read_as_yaml_and_a_missing_equals_sign_is_named():
+    from ulvm.config import parse_overrides
+
+    assert parse_overrides(["epochs=3", " bridge = false", "betas=[0.9, 0.99]"]) == {
+        "epochs": 3, "bridge": False, "betas": [0.9, 0.99]}
+    with pytest.raises(UlvmError, match="--set 'epochs3': expected FIELD=VALUE"):
+        parse_overrides(["epochs3"])

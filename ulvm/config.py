@@ -218,3 +218,14 @@ PAPER = Config()
 QUICK = PAPER.replace(profile_name="quick", input_size=64, epochs=6, max_images=64, t_max=6)
 
 PROFILES: dict[str, Config] = {"paper": PAPER, "quick": QUICK}
+
+
+def parse_overrides(items) -> dict[str, Any]:
+    """`--set FIELD=VALUE` items (the CLI's, a grid job's) -> {field: value}, each VALUE read as YAML."""
+    overrides = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise UlvmError(f"--set {item!r}: expected FIELD=VALUE")
+        overrides[field.strip()] = yaml.safe_load(value)
+    return overrides

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PROFILES
+from .config import Config, parse_overrides
 from .errors import RunError
 from .io import atomic_write_json
 from .version import require_clean
@@ -51,11 +51,7 @@ class Job:
     @property
     def epochs(self) -> int:
         """How many epochs this job trains: its profile's, unless an `epochs=` override says otherwise."""
-        for item in self.overrides:
-            name, _, value = item.partition("=")
-            if name.strip() == "epochs":
-                return int(json.loads(value))
-        return PROFILES[self.profile].epochs
+        return Config.profile(self.profile, **parse_overrides(self.overrides)).epochs
 
     def command(self, data: Path, runs: Path, device: str = "cuda", settings: tuple[str, ...] = ()) -> list[str]:
         """`ulvm train` of this job into RUNS/NAME (it resumes an unfinished run); `settings`: more flags of

@@ -5,9 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from ..config import AUGMENT_MODES, PROFILES, Config, RunSettings
+from ..config import AUGMENT_MODES, PROFILES, Config, RunSettings, parse_overrides
 from ..errors import UlvmError
 
 # Flags named in the protocol; any other config field is set with `--set field=value`.
@@ -109,12 +107,7 @@ def config_from_args(args: argparse.Namespace):
     config = Config.from_yaml(args.config) if args.config else Config.profile(args.profile or "paper")
     overrides = {name: getattr(args, name) for name in (*_FIELD_FLAGS, "bridge", "amp")
                  if getattr(args, name) is not None}
-    for item in args.overrides:
-        field, sep, value = item.partition("=")
-        if not sep:
-            raise UlvmError(f"--set {item!r}: expected FIELD=VALUE")
-        overrides[field.strip()] = yaml.safe_load(value)
-    return config.replace(**overrides)
+    return config.replace(**{**overrides, **parse_overrides(args.overrides)})   # --set wins
 
 
 def run_train(args: argparse.Namespace) -> int:
