@@ -83,12 +83,16 @@ def run_throughput(args: argparse.Namespace) -> int:
                               profile=args.profile, device=args.device, gpus=tuple(args.gpus),
                               overrides=tuple(args.overrides))
     if args.out:
+        import os
         import subprocess
 
+        from ..runtime import describe_machine
+
         gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if args.device != "cpu" else None
+        machine = {**describe_machine(args.device), "cpu_cores": os.cpu_count()}
         atomic_write_json(args.out, {"rows": rows, "epochs": args.epochs, "profile": args.profile,
                                      "overrides": args.overrides, "data": str(args.data), "gpus": args.gpus,
                                      "gpu": gpu.stdout.strip() if gpu and gpu.returncode == 0 else None,
-                                     "code_version": code_version()})
+                                     "machine": machine, "code_version": code_version()})
         print(f"written {args.out}")
     return 0
