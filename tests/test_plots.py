@@ -185,3 +185,20 @@ def test_paired_per_image_averages_shared_seeds_and_paired_table_reports_the_sha
     row = paired_table({"set": runs}, "a", ["b"]).iloc[0]
     assert row["a better on"] == pytest.approx(2 / 3) and row["median difference"] == pytest.approx(0.1)
     assert row["seeds"] == "1, 2" and row["images"] == 3
+
+
+def test_throughput_table_keeps_measured_rows_and_counts_gpus():
+    from ulvm.plots import throughput_figure, throughput_table
+    from ulvm.throughput import grid_minutes
+
+    record = {"gpus": [0, 1], "code_version": "abc1234", "rows": [
+        {"mps": "off", "k": 1, "images_per_s": 100.0, "epochs_per_min": 4.8, "mean_epoch_s": 12.5, "speedup": 1.0},
+        {"mps": "off", "k": 4, "images_per_s": 300.0, "epochs_per_min": 14.4, "mean_epoch_s": 16.7, "speedup": 3.0},
+        {"mps": "on", "unavailable": "nvidia-cuda-mps-control not found"}]}
+    table = throughput_table({"two": record, "one": {**record, "gpus": []}})
+    assert len(table) == 4 and set(table["MPS"]) == {"off"}            # the unavailable mode has no row
+    assert table.loc[table["record"] == "two", "runs per GPU"].tolist() == [0.5, 2.0]
+    assert table.loc[table["record"] == "one", "GPUs"].tolist() == [1, 1]
+    fig = throughput_figure(table, goal=6)
+    assert len(fig.axes[0].lines) == 4                                  # two curves, two goal lines
+    assert grid_minutes(14.4, runs=14, epochs=250) == pytest.approx(14 * 250 / 14.4)

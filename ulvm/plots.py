@@ -474,3 +474,39 @@ def plot_validation_curves(curves: dict[str, list], ax, highlight: str | None = 
                     alpha=0.8 if mine else 0.7, zorder=3 if mine else 2, label=label if i == 0 else None)
     ax.set(xlabel="epoch", ylabel="validation DSC")
     return ax
+
+
+# ---- how many runs a GPU holds (`ulvm throughput` records) -------------------------------------------
+
+
+def throughput_table(records: dict[str, dict]) -> pd.DataFrame:
+    """One row per measured (record, MPS mode, K) of `ulvm throughput` records (name -> JSON): the GPUs the
+    runs were spread over, aggregate images/s and ISIC2017 epochs/min, each run's epoch time, and the
+    speed-up over K = 1 of the same record and mode. Rows of a mode that could not be measured are left out."""
+    import pandas as pd
+
+    rows = []
+    for name, record in records.items():
+        gpus = len(record.get("gpus") or [0])
+        for row in record["rows"]:
+            if "k" in row:
+                rows.append({"record": name, "GPUs": gpus, "MPS": row["mps"], "K": row["k"],
+                             "runs per GPU": row["k"] / gpus, "images / s": row["images_per_s"],
+                             "epochs / min": row["epochs_per_min"], "s an epoch, each run": row["mean_epoch_s"],
+                             "speed-up vs K=1": row["speedup"], "code": record["code_version"]})
+    return pd.DataFrame(rows)
+
+
+def throughput_figure(table: pd.DataFrame, goal: float | None = None) -> plt.Figure:
+    """Aggregate training images/s against the number of runs at once (log x), one line per record and MPS
+    mode; `goal` draws that multiple of each line's K = 1 throughput as a dotted line."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for (name, mode), rows in table.groupby(["record", "MPS"], sort=False):
+        line, = ax.plot(rows["K"], rows["images / s"], "o-", label=f"{name}, MPS {mode}")
+        single = rows.loc[rows["K"] == 1, "images / s"]
+        if goal and not single.empty:
+            ax.axhline(goal * single.iloc[0], color=line.get_color(), ls=":", lw=1)
+    ax.set(xscale="log", xlabel="runs at once (K)", ylabel="training images / s, all runs")
+    ax.set_xticks(sorted(table["K"].unique()), [str(k) for k in sorted(table["K"].unique())])
+    ax.legend(fontsize=8)
+    return fig

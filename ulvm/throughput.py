@@ -107,3 +107,10 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
             if mode == "on":
                 stop_mps()
     return rows
+
+
+def grid_minutes(epochs_per_min: float, runs: int, epochs: int) -> float:
+    """Minutes of training for a grid of `runs` runs of `epochs` epochs at an aggregate rate of
+    `epochs_per_min` (all runs together, from `measure_throughput`): an estimate that leaves out each run's
+    start, its first epoch (compilation, graph capture) and its tests."""
+    return runs * epochs / epochs_per_min
