@@ -97,3 +97,25 @@ def test_export_writes_an_onnx_file_that_runs_without_ulvm(tmp_path):
             "y = s.run(None, {'image': np.random.rand(2, 3, 64, 64).astype(np.float32) * 255})[0]\n"
             "assert y.shape == (2, 1, 64, 64) and 'ulvm' not in sys.modules and 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_photo_stored_turned_gets_its_mask_upright_as_viewers_show_it(tmp_path):
+    """Phone cameras store the sensor's pixels and an EXIF orientation (6: turn 90° clockwise to view)."""
+    from ulvm.data.checks import read_image
+
+    image, _ = _dermoscopy_like(120, 200)                       # stored: 120 rows x 200 columns
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(image).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    shown = np.rot90(np.asarray(Image.open(tmp_path / "phone.jpg")), k=-1)   # what a viewer shows: 200 x 120
+
+    upright, notes = read_image(tmp_path / "phone.jpg", upright=True)
+    np.testing.assert_array_equal(upright, shown)
+    assert "EXIF orientation (6)" in notes[-1]
+    stored, notes = read_image(tmp_path / "phone.jpg")            # `ulvm prepare`: the pixels as stored
+    assert stored.shape == (120, 200, 3) and "not applied" in notes[-1]
+
+    mask = ulvm.predict(tmp_path / "phone.jpg", device="cpu")
+    assert mask.shape == (200, 120) and mask.any()
+    np.testing.assert_array_equal(mask, ulvm.predict(shown, device="cpu"))
+    np.testing.assert_array_equal(ulvm.predict(Image.open(tmp_path / "phone.jpg"), device="cpu"), mask)

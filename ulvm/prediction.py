@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .checkpoint import load_model_state, model_from_checkpoint, read_checkpoint
 from .config import Config
@@ -61,11 +61,13 @@ def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", devi
 
 
 def as_rgb(image, name: str = "image") -> np.ndarray:
-    """An input as `(H, W, 3)` uint8: a path (read as `ulvm prepare` reads it), a PIL image or an array."""
+    """An input as `(H, W, 3)` uint8: a path (read as `ulvm prepare` reads it), a PIL image or an array.
+    Files and PIL images are turned upright by their EXIF orientation, as viewers show them, so that the
+    mask matches the photo the user sees."""
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)[0]
+        return read_image(image, upright=True)[0]
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)

@@ -13,8 +13,9 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="segment your own images with a trained model (masks at the original size)",
                        description="Writes OUT/<stem>_mask.png (0/255, at each image's original size) and, with "
                                    "--overlay, OUT/<stem>_overlay.png. Inputs: image files or folders "
-                                   "(jpg/png/bmp/tif; RGB, grey, RGBA, 16-bit). Unreadable inputs are reported "
-                                   "and skipped; the exit code is 1 if any failed.")
+                                   "(jpg/png/bmp/tif; RGB, grey, RGBA, 16-bit); photos stored turned, with an EXIF "
+                                   "orientation, are turned upright as viewers show them. Unreadable inputs are "
+                                   "reported and skipped; the exit code is 1 if any failed.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--weights", default="isic2017", help=_WEIGHTS_HELP)
     p.add_argument("--out", type=Path, required=True, help="folder for the masks (created if missing)")

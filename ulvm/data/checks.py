@@ -79,14 +79,46 @@ def _to_8bit_by_range(values: np.ndarray) -> np.ndarray:
     return np.round((values - low) * scale).astype(np.uint8)
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
+# EXIF orientation tag -> the turn that shows the stored pixels upright, as photo viewers do
+# (Pillow's `ImageOps.exif_transpose` table; 1 = stored upright).
+EXIF_ORIENTATION_TAG = 0x0112
+UPRIGHT_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                 4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def read_image(path: str | Path, upright: bool = False) -> tuple[np.ndarray, list[str]]:
     """Read a dermoscopic image as RGB. Returns (image (H, W, 3) uint8, notes on conversions).
 
     16-bit (and 32-bit integer or float) images are scaled to 8 bits by their own range (min -> 0,
-    max -> 255; see `_to_8bit_by_range` for why), never clipped.
+    max -> 255; see `_to_8bit_by_range` for why), never clipped. A photo whose EXIF orientation says it is
+    stored turned (phone cameras do this) is turned upright with `upright=True`, as viewers show it
+    (`ulvm predict`: the mask then matches what the user sees); `ulvm prepare` keeps the stored pixels,
+    on which a dataset's masks are assumed to be drawn, and says so in a note.
     """
     path = Path(path)
     image, rawmode = _open(path, "image")
+    array, notes = _as_8bit_rgb(image, rawmode, path)
+    orientation = _exif_orientation(image)
+    if orientation in UPRIGHT_TURNS:
+        if upright:
+            array = np.asarray(Image.fromarray(array).transpose(UPRIGHT_TURNS[orientation]))
+            notes.append(f"{path.name}: turned upright by its EXIF orientation ({orientation})")
+        else:
+            notes.append(f"{path.name}: EXIF orientation {orientation} not applied (the stored pixels are used)")
+    return array, notes
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag, 1 (upright) when there is none or the EXIF block cannot be parsed: a
+    broken tag must not cost the pixels."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except (SyntaxError, ValueError, TypeError, OSError):
+        return 1
+
+
+def _as_8bit_rgb(image: Image.Image, rawmode: str, path: Path) -> tuple[np.ndarray, list[str]]:
     notes = []
     if _is_wide(image):
         array = np.asarray(image)
