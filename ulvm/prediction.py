@@ -26,6 +26,7 @@ from .checkpoint import load_model_state, model_from_checkpoint, read_checkpoint
 from .config import Config
 from .data.checks import read_image
 from .data.dataset import paper_normalize
+from .data.layouts import IMAGE_SUFFIXES
 from .data.prepare import png_bytes
 from .data.tensors import batches
 from .errors import DataError, UlvmError
@@ -35,8 +36,6 @@ from .model import build_model
 from .pretrained import available, load_pretrained
 from .progress import progress_bar
 from .runtime import resolve_device
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", device: str = "cpu",
