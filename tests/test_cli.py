@@ -16,3 +16,12 @@ def test_a_deleted_working_folder_is_refused_with_a_clear_error(tmp_path):
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "working folder no longer exists" in done.stderr
+
+
+def test_train_seeds_needs_one_folder_per_seed(tmp_path, capsys):
+    from ulvm.cli import main
+
+    for flags in (["--out", str(tmp_path / "run")], ["--out", str(tmp_path / "s{seed}"), "--seed", "1"]):
+        assert main(["train", "--data", str(tmp_path), "--seeds", "42", "43", *flags]) == 2
+        assert "name the run folders with {seed} in --out" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())                       # refused before anything was written

@@ -81,3 +81,16 @@ def test_committed_records_name_a_clean_commit():
     assert len(records) >= 30
     for path in records:
         assert is_clean(json.loads(path.read_text())["code_version"]), path
+
+
+def test_jobs_that_differ_in_their_seed_alone_train_together_in_one_command(tmp_path):
+    from ulvm.experiments import together_command
+
+    jobs = [Job(2, False, 1, seed) for seed in (42, 43)]
+    command = together_command(jobs, tmp_path / "data", tmp_path / "runs", "cpu", ("--threads", "1"))
+    assert command[command.index("--out") + 1] == str(tmp_path / "runs" / "p2_b0_f1_s{seed}")
+    assert command[command.index("--seeds") + 1:command.index("--seeds") + 3] == ["42", "43"]
+    assert "--seed" not in command and command[-2:] == ["--threads", "1"]
+    assert jobs[0].command(tmp_path / "data", tmp_path / "runs", "cpu")[3:] != command[3:]
+    with pytest.raises(RunError, match="differ in their seed alone"):
+        together_command([jobs[0], Job(4, False, 1, 43)], tmp_path / "data", tmp_path / "runs")

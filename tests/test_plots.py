@@ -199,6 +199,7 @@ def test_throughput_table_keeps_measured_rows_and_counts_gpus():
     assert len(table) == 4 and set(table["MPS"]) == {"off"}            # the unavailable mode has no row
     assert table.loc[table["record"] == "two", "runs per GPU"].tolist() == [0.5, 2.0]
     assert table.loc[table["record"] == "one", "GPUs"].tolist() == [1, 1]
+    assert set(table["runs per process"]) == {1}                        # records from before --together
     fig = throughput_figure(table, goal=6)
     assert len(fig.axes[0].lines) == 4                                  # two curves, two goal lines
     assert grid_minutes(14.4, runs=14, epochs=250) == pytest.approx(14 * 250 / 14.4)

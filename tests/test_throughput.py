@@ -31,3 +31,14 @@ def test_mps_where_it_cannot_start_is_reported_not_measured(tmp_path, monkeypatc
     record = json.loads(out.read_text())
     assert record["rows"] == [{"mps": "on", "unavailable": "nvidia-cuda-mps-control not found"}]
     assert record["code_version"]
+
+
+def test_runs_together_in_one_process_are_measured_the_same_way(tmp_path):
+    data = write_tiny_prepared(tmp_path)
+    rows = measure_throughput(data, tmp_path / "runs", ks=(3,), epochs=2, profile="quick", device="cpu",
+                              overrides=TINY, together=2, progress=lambda line: None)
+    assert rows[0]["k"] == 3 and rows[0]["runs_per_process"] == 2 and rows[0]["images_per_s"] > 0
+    folder = tmp_path / "runs" / "mps_off" / "k3"
+    assert sorted(p.name for p in folder.glob("*.log")) == ["p4_b1_s42.log", "p4_b1_s44.log"]   # 2 processes
+    for seed in (42, 43, 44):
+        assert len((folder / f"p4_b1_s{seed}" / "log.csv").read_text().splitlines()) == 3   # header + 2 epochs

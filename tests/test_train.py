@@ -18,7 +18,7 @@ from ulvm.config import Config, RunSettings
 from ulvm.data.tensors import to_input_size
 from ulvm.errors import RunError, UlvmError
 from ulvm.optim import lr_schedule
-from ulvm.train import fit
+from ulvm.train import fit, fit_together
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,6 +63,25 @@ def test_same_seed_same_losses_and_weights_on_cpu(tiny_data, tmp_path):
     best = read_checkpoint(first.best_path)
     assert best["epoch"] == first.best_epoch
     assert best["history"][-1]["val_loss"] == min(r["val_loss"] for r in first.history)
+
+
+def test_runs_trained_together_in_one_process_equal_runs_trained_alone(tiny_data, tmp_path, monkeypatch):
+    """Taking turns step by step changes nothing of a run: seed, data order, augmentation, epochs, resume."""
+    configs = [tiny_config(), tiny_config(seed=7, epochs=2)]
+    alone = [fit(config, tiny_data, tmp_path / f"alone{i}", settings=CPU, progress=False)
+             for i, config in enumerate(configs)]
+    interrupted_fit(configs[0], tiny_data, tmp_path / "together0", monkeypatch, after_epochs=1)   # resumes at 2
+    lines = []
+    together = fit_together(configs, tiny_data, [tmp_path / "together0", tmp_path / "together1"], settings=CPU,
+                            progress=False, on_epoch=lines.append)
+    for one, other in zip(alone, together):
+        assert _losses(one.history) == _losses(other.history)
+        assert all(torch.equal(a, b) for a, b in zip(_weights(one.best_path).values(),
+                                                     _weights(other.best_path).values()))
+    assert together[0].resumed_from_epoch == 1 and len(together[1].history) == 2
+    assert [line.split(":")[0] for line in lines] == ["together1", "together0", "together1", "together0"]
+    with pytest.raises(RunError, match="two runs would share a run folder"):
+        fit_together(configs, tiny_data, [tmp_path / "x", tmp_path / "y" / ".." / "x"], settings=CPU)
 
 
 @pytest.mark.parametrize("augment", ["batch", "none"])

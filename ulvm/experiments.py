@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import Config, parse_overrides
@@ -56,8 +56,12 @@ class Job:
     def command(self, data: Path, runs: Path, device: str = "cuda", settings: tuple[str, ...] = ()) -> list[str]:
         """`ulvm train` of this job into RUNS/NAME (it resumes an unfinished run); `settings`: more flags of
         how it runs (e.g. --threads 1), never of what it computes."""
-        cmd = [sys.executable, "-m", "ulvm", "train", "--data", str(data), "--out", str(runs / self.name),
-               "--profile", self.profile, "--seed", str(self.seed), "--parallel", str(self.parallel),
+        return self._train_command(data, runs / self.name, ("--seed", str(self.seed)), device, settings)
+
+    def _train_command(self, data: Path, out: Path, seed_flags: tuple[str, ...], device: str,
+                       settings: tuple[str, ...]) -> list[str]:
+        cmd = [sys.executable, "-m", "ulvm", "train", "--data", str(data), "--out", str(out),
+               "--profile", self.profile, *seed_flags, "--parallel", str(self.parallel),
                "--device", device, "--no-progress"]
         if self.fold is not None:
             cmd += ["--fold", str(self.fold)]
@@ -74,6 +78,18 @@ class Job:
         """`ulvm test` of this job's best.pt on the test split of a prepared dataset (its own or another)."""
         return [sys.executable, "-m", "ulvm", "test", "--run", str(runs / self.name), "--data", str(external),
                 "--device", device, *settings]
+
+
+def together_command(jobs: list[Job], data: Path, runs: Path, device: str = "cuda",
+                     settings: tuple[str, ...] = ()) -> list[str]:
+    """ONE `ulvm train --seeds` process that trains `jobs` together (`ulvm.train.fit_together`), each into
+    RUNS/NAME as `Job.command` would; the jobs must differ only in their seed."""
+    first = jobs[0]
+    if any(replace(job, seed=first.seed) != first for job in jobs):
+        names = ", ".join(job.name for job in jobs)
+        raise RunError(f"only jobs that differ in their seed alone can train together: {names}")
+    out = runs / replace(first, seed="{seed}").name                 # e.g. RUNS/p4_b1_s{seed}
+    return first._train_command(data, out, ("--seeds", *(str(job.seed) for job in jobs)), device, settings)
 
 
 def read_log(run_dir: Path) -> list[dict[str, float]]:

@@ -7,6 +7,10 @@ epochs, and reads each run's steady-state epoch time from its log.csv (the first
 compilation, cuDNN timing and graph capture, is left out). For every K it reports the aggregate training
 images per second and epochs per minute, and the speed-up over K = 1 in the same mode.
 
+With `together` = P > 1 the K runs are trained P to a process (`ulvm train --seeds`: `ulvm.train.fit_together`
+takes turns between them step by step, each on its own CUDA stream), the other way to let one GPU run the
+kernels of several runs at once, which needs no daemon.
+
 Several processes share a GPU by time-slicing unless the CUDA MPS daemon runs (`nvidia-cuda-mps-control
 -d`, usually as root): then their kernels run concurrently. With `mps=("off", "on")` the measurement is
 taken without and with it; the daemon is started and stopped here, and when it cannot be (no binary, not
@@ -25,7 +29,7 @@ from pathlib import Path
 
 from .checkpoint import read_run_checkpoint
 from .errors import RunError
-from .experiments import Job, read_log
+from .experiments import Job, read_log, together_command
 
 
 def start_mps() -> str:
@@ -50,40 +54,45 @@ def _steady_epoch_times(run: Path) -> list[float]:
 
 
 def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device: str, gpus: tuple[int, ...],
-          overrides: tuple[str, ...] = ()) -> dict:
-    """K `ulvm train` processes at once (the grid jobs of seeds 42, 43, ...: `ulvm sweep`'s command) into
-    FOLDER/<job>; their aggregate steady-state throughput."""
+          overrides: tuple[str, ...] = (), together: int = 1) -> dict:
+    """K training runs at once (the grid jobs of seeds 42, 43, ...: `ulvm sweep`'s command) into
+    FOLDER/<job>, `together` of them in each `ulvm train` process (`--seeds`, one CUDA stream a run), the
+    processes pinned round-robin to `gpus`; their aggregate steady-state throughput."""
     jobs = [Job(4, True, None, 42 + i, profile=profile, overrides=(*overrides, f"epochs={epochs}"))
             for i in range(k)]
+    groups = [jobs[i:i + together] for i in range(0, k, together)]
     folder.mkdir(parents=True, exist_ok=True)
     processes, logs = [], []
     started = time.perf_counter()
-    for i, job in enumerate(jobs):
+    for i, group in enumerate(groups):
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(gpus[i % len(gpus)])
-        logs.append(open(folder / f"{job.name}.log", "w"))
-        processes.append(subprocess.Popen(job.command(data, folder, device, ("--no-test", "--overwrite")),
-                                          stdout=logs[-1], stderr=subprocess.STDOUT, env=env))
+        logs.append(open(folder / f"{group[0].name}.log", "w"))
+        settings = ("--no-test", "--overwrite")
+        command = (group[0].command(data, folder, device, settings) if len(group) == 1 else
+                   together_command(group, data, folder, device, settings))
+        processes.append(subprocess.Popen(command, stdout=logs[-1], stderr=subprocess.STDOUT, env=env))
     codes = [process.wait() for process in processes]
     wall = time.perf_counter() - started
     for log in logs:
         log.close()
     if any(codes):
-        failed = [str(folder / f"{job.name}.log") for job, code in zip(jobs, codes) if code]
-        raise RunError(f"{len(failed)} of {k} training runs failed; see {', '.join(failed)}")
+        failed = [str(folder / f"{group[0].name}.log") for group, code in zip(groups, codes) if code]
+        raise RunError(f"{len(failed)} of {len(groups)} training processes failed; see {', '.join(failed)}")
     epoch_s = [statistics.mean(_steady_epoch_times(folder / job.name)) for job in jobs]
     images = read_run_checkpoint(folder / jobs[0].name / "last.pt")["data"]["train_images"]
-    return {"k": k, "wall_s": round(wall, 2), "mean_epoch_s": round(statistics.mean(epoch_s), 4),
+    return {"k": k, "runs_per_process": together, "wall_s": round(wall, 2),
+            "mean_epoch_s": round(statistics.mean(epoch_s), 4),
             "images_per_s": round(sum(images / s for s in epoch_s), 2),
             "epochs_per_min": round(sum(60.0 / s for s in epoch_s), 3), "train_images": images}
 
 
 def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), epochs: int = 3,
                        profile: str = "paper", device: str = "cuda", gpus: tuple[int, ...] = (),
-                       overrides: tuple[str, ...] = (), progress=print) -> list[dict]:
-    """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, and the speed-up
-    over K = 1 in that mode (or the reason a mode could not be measured)."""
+                       overrides: tuple[str, ...] = (), together: int = 1, progress=print) -> list[dict]:
+    """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, `together` of them in
+    each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured)."""
     rows = []
     for mode in mps:
         why = start_mps() if mode == "on" else ""
@@ -95,7 +104,8 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
             single = None
             for k in ks:
                 row = {"mps": mode, **run_k(k, Path(data), Path(runs) / f"mps_{mode}" / f"k{k}", epochs=epochs,
-                                            profile=profile, device=device, gpus=gpus, overrides=overrides)}
+                                            profile=profile, device=device, gpus=gpus, overrides=overrides,
+                                            together=together)}
                 if single is None:                      # the first K of this mode is the reference
                     single = row["images_per_s"]
                 row["speedup"] = round(row["images_per_s"] / single, 2)

@@ -8,8 +8,8 @@ chapter runs this loop and plots its log.
 Where the pieces live: the network from `ulvm.model.build_model`, the split as tensors from
 `ulvm.data.tensors`, batches and augmentation from `ulvm.data.batcher.TrainBatcher`, AdamW and the
 schedule from `ulvm.optim`, the run folder (fresh start, resume, refusal, log) from `ulvm.runs`. Here is
-only the loop: `_setup` (data, model, optimiser, resume), `_train_epoch`, `_end_epoch` (validate,
-checkpoint, log).
+only the loop: `_setup` (data, model, optimiser, resume), `_epoch_steps`, `_end_epoch` (validate,
+checkpoint, log), and `fit_together`, which takes turns between several runs in one process.
 
 How it is made fast: the split is held in memory as tensors (on the GPU when training there), the loss
 is summed on the device and read once per epoch, and on CUDA (`RunSettings.cuda_graph`) the full-batch
@@ -39,10 +39,11 @@ import logging
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
 import torch
 
@@ -153,8 +154,9 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
     return run
 
 
-def _train_epoch(run: _Training, epoch: int, progress: bool) -> dict[str, float]:
-    """One pass over the training split; returns the epoch's log row so far (epoch, lr, train_loss)."""
+def _epoch_steps(run: _Training, epoch: int, progress: bool) -> Generator[None, None, dict[str, float]]:
+    """One pass over the training split, yielding after every step (so that `fit_together` can take turns
+    between runs); returns the epoch's log row so far (epoch, lr, train_loss)."""
     config = run.config
     lr = float(run.optimizer.param_groups[0]["lr"])
     weights = loss_weights(config)
@@ -176,6 +178,7 @@ def _train_epoch(run: _Training, epoch: int, progress: bool) -> dict[str, float]
                                    keep_grad_tensors=run.graphed)
         if progress and (step % 20 == 0 or step == run.batcher.steps()):  # a few host syncs per epoch
             bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", lr=f"{lr:.2e}")
+        yield
     bar.close()
     return {"epoch": epoch, "lr": lr, "train_loss": loss_sum.item() / run.batcher.steps()}
 
@@ -217,18 +220,73 @@ def fit(config: Config, data, out_dir: str | Path, *, settings: RunSettings | No
     `on_epoch(line)` receives each epoch's summary line (the CLI prints it; default: none). Returns a
     `TrainResult`; the model to test is `best.pt`.
     """
+    return fit_together([config], data, [out_dir], settings=settings, resume=resume, overwrite=overwrite,
+                        progress=progress, on_epoch=on_epoch)[0]
+
+
+def fit_together(configs: list[Config], data, out_dirs: list[str | Path], *, settings: RunSettings | None = None,
+                 resume: bool = True, overwrite: bool = False, progress: bool = True,
+                 on_epoch=None) -> list[TrainResult]:
+    """Train several runs in ONE process, one training step of each in turn, each run on its own CUDA
+    stream: the GPU can then run the kernels of different runs at the same time, as it does for several
+    processes under CUDA MPS, without the daemon (`ulvm train --seeds`, `ulvm throughput --together`).
+
+    Each run is the run `fit` trains alone: its own folder, seed, data order, augmentation draws,
+    checkpoints, log and resume (on a CPU, bit-identical to training it alone: tests/test_train.py). The
+    runs share the prepared data on disk, not their tensors. A run's `epoch_time_s` is counted from the
+    start of the group's epoch, so it is the time an epoch took while sharing.
+    """
+    out_dirs = [Path(out_dir) for out_dir in out_dirs]
+    if not configs or len(configs) != len(out_dirs):
+        raise RunError(f"{len(configs)} configs for {len(out_dirs)} run folders: give one folder per run")
+    if len({out_dir.resolve() for out_dir in out_dirs}) < len(out_dirs):
+        raise RunError(f"two runs would share a run folder: {', '.join(map(str, out_dirs))}")
     started = time.perf_counter()
-    run = _setup(config, data, Path(out_dir), settings or RunSettings(), resume, overwrite)
-    board = open_tensorboard(run.run_dir, run.start_epoch)
+    settings = settings or RunSettings()
+    prepared = load_data(data)
+    runs = [_setup(config, prepared, out_dir, settings, resume, overwrite)
+            for config, out_dir in zip(configs, out_dirs)]
+    together = len(runs) > 1
+    streams = [torch.cuda.Stream(run.device) if together and run.device.type == "cuda" else None for run in runs]
+    boards = [open_tensorboard(run.run_dir, run.start_epoch) for run in runs]
     try:
-        for epoch in range(run.start_epoch + 1, config.epochs + 1):
+        for epoch in range(min(run.start_epoch for run in runs) + 1, max(c.epochs for c in configs) + 1):
+            active = [i for i, run in enumerate(runs) if run.start_epoch < epoch <= run.config.epochs]
             epoch_started = time.perf_counter()
-            row = _train_epoch(run, epoch, progress)
-            _end_epoch(run, row, epoch_started, board)
-            if on_epoch is not None:
-                on_epoch(epoch_line(row, config.epochs, run.best["epoch"] == epoch))
+            rows = _epochs_in_turn([runs[i] for i in active], [streams[i] for i in active], epoch,
+                                   progress and not together)
+            for i, row in zip(active, rows):
+                _end_epoch(runs[i], row, epoch_started, boards[i])
+                if on_epoch is not None:
+                    line = epoch_line(row, runs[i].config.epochs, runs[i].best["epoch"] == epoch)
+                    on_epoch(f"{runs[i].run_dir.name}: {line}" if together else line)
     finally:
-        if board is not None:
-            board.close()
-    final = {"history": run.history, "best": run.best, "data": run.data_info}
-    return run_result(run.run_dir, final, time.perf_counter() - started, run.start_epoch, str(run.device))
+        for board in boards:
+            if board is not None:
+                board.close()
+    wall_time = time.perf_counter() - started
+    return [run_result(run.run_dir, {"history": run.history, "best": run.best, "data": run.data_info}, wall_time,
+                       run.start_epoch, str(run.device)) for run in runs]
+
+
+def _epochs_in_turn(runs: list[_Training], streams: list, epoch: int, progress: bool) -> list[dict[str, float]]:
+    """One epoch of every run, a step of each in turn, each step issued on its run's stream (None: the
+    current one); the runs' log rows so far. Ends with the streams synchronised, ready for validation."""
+    for stream in streams:
+        if stream is not None:                # the data, weights and learning rate were last written here
+            stream.wait_stream(torch.cuda.current_stream(stream.device))
+    steps = [_epoch_steps(run, epoch, progress) for run in runs]
+    rows: list[dict[str, float] | None] = [None] * len(runs)
+    while any(row is None for row in rows):
+        for i, stream in enumerate(streams):
+            if rows[i] is not None:
+                continue
+            with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                try:
+                    next(steps[i])
+                except StopIteration as done:
+                    rows[i] = done.value
+    for stream in streams:
+        if stream is not None:
+            torch.cuda.current_stream(stream.device).wait_stream(stream)
+    return rows

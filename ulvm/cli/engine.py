@@ -46,6 +46,9 @@ def register(sub) -> None:
                        help="mixed precision on CUDA (off in the paper)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                        help="override any config field (value parsed as YAML), repeatable")
+    train.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                       help="train one run per seed together in this process, taking turns step by step (each "
+                            "on its own CUDA stream); --out names the folders with {seed}, e.g. runs/p4_s{seed}")
     add_settings_flags(train)
     train.add_argument("--overwrite", action="store_true", help="start again even if RUN holds a run")
     train.add_argument("--no-resume", dest="resume", action="store_false",
@@ -112,23 +115,32 @@ def config_from_args(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, summary_line, write_results
-    from ..train import fit
+    from ..train import fit_together
 
     settings = settings_from_args(args)
     config = config_from_args(args)
+    if args.seeds:
+        if args.seed is not None or "{seed}" not in str(args.out):
+            raise UlvmError("--seeds trains one run per seed: give no --seed, and name the run folders with "
+                            f"{{seed}} in --out (e.g. runs/p4_s{{seed}}), not {args.out}")
+        configs = [config.replace(seed=seed) for seed in args.seeds]
+        outs = [Path(str(args.out).replace("{seed}", str(seed))) for seed in args.seeds]
+    else:
+        configs, outs = [config], [args.out]
     data = args.data
     if data is None:
         from ..data import default_dataset
         data = default_dataset()
-    result = fit(config, data, args.out, settings=settings, resume=args.resume, overwrite=args.overwrite,
-                 progress=args.progress, on_epoch=print)
-    print(f"trained {args.out}: best epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}), "
-          f"{result.wall_time_s:.1f}s on {result.device}")
-    if args.test:
-        results = evaluate(args.out, data, settings=settings)
-        path = write_results(results, args.out)
-        print(summary_line(results))
-        print(f"results: {path}")
+    trained = fit_together(configs, data, outs, settings=settings, resume=args.resume, overwrite=args.overwrite,
+                           progress=args.progress, on_epoch=print)
+    for out, result in zip(outs, trained):
+        print(f"trained {out}: best epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}), "
+              f"{result.wall_time_s:.1f}s on {result.device}")
+        if args.test:
+            tested = evaluate(out, data, settings=settings)
+            path = write_results(tested, out)
+            print(summary_line(tested))
+            print(f"results: {path}")
     return 0
 
 

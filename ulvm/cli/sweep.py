@@ -49,6 +49,9 @@ def register(sub) -> None:
                    help="override a config field of every run, repeatable")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--gpus", type=int, nargs="*", default=[], help="GPU indices to spread the runs over, round-robin")
+    p.add_argument("--together", type=int, default=1, metavar="P",
+                   help="runs per process (default 1): P > 1 trains P runs in each `ulvm train --seeds` process, "
+                        "taking turns on their own CUDA streams")
     p.add_argument("--runs", type=Path, default=Path("runs/throughput"), help="run folders (default runs/throughput)")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here (e.g. book/results/bench/)")
     p.set_defaults(func=run_throughput)
@@ -79,9 +82,12 @@ def run_throughput(args: argparse.Namespace) -> int:
     from ..throughput import measure_throughput
     from ..version import code_version
 
+    if args.together < 1:
+        from ..errors import UlvmError
+        raise UlvmError(f"--together must be at least 1, not {args.together}")
     rows = measure_throughput(args.data, args.runs, ks=tuple(args.ks), mps=tuple(args.mps), epochs=args.epochs,
                               profile=args.profile, device=args.device, gpus=tuple(args.gpus),
-                              overrides=tuple(args.overrides))
+                              overrides=tuple(args.overrides), together=args.together)
     if args.out:
         import os
         import subprocess
