@@ -82,7 +82,7 @@ def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device
         raise RunError(f"{len(failed)} of {len(groups)} training processes failed; see {', '.join(failed)}")
     epoch_s = [statistics.mean(_steady_epoch_times(folder / job.name)) for job in jobs]
     images = read_run_checkpoint(folder / jobs[0].name / "last.pt")["data"]["train_images"]
-    return {"k": k, "runs_per_process": together, "wall_s": round(wall, 2),
+    return {"k": k, "runs_per_process": min(together, k), "wall_s": round(wall, 2),
             "mean_epoch_s": round(statistics.mean(epoch_s), 4),
             "images_per_s": round(sum(images / s for s in epoch_s), 2),
             "epochs_per_min": round(sum(60.0 / s for s in epoch_s), 3), "train_images": images}
