@@ -172,6 +172,29 @@ def amplify_mamba_(model: torch.nn.Module, factor: float = 300.0) -> torch.nn.Mo
     return model
 
 
+# Inductor's options for CPU inference (`compile_for_cpu`). "cpp_wrapper": the compiled graph is driven by
+# generated C++ instead of a generated Python function, so its ~100 kernel and library calls and the tensor
+# views between them cost no Python each (profiled, the default spent ~4 of 23 ms a call in that Python). Measured
+# in one process (2 threads, 80 interleaved calls, median vs eager "parallel"): 0.296 with it, 0.329 without.
+# Freezing (weights folded in as constants, prepacked oneDNN convolutions) did not help: 0.314 with both.
+CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True}
+
+
+def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+    """A CPU fp32 copy of `model` with the "chunked" scan through torch.compile (Inductor's C++ code, with
+    `CPU_INDUCTOR_OPTIONS`), compiled now for inputs shaped like `example`: the fastest batch-1 CPU path we
+    measured (`cpu_benchmark`). Compiling takes ~2-3 minutes on 2 cores (Inductor caches its work on disk,
+    so a second process compiles faster); an input of another shape compiles again.
+    """
+    compiled = copy.deepcopy(model).cpu().float().eval()
+    if hasattr(compiled, "set_backend"):
+        compiled.set_backend("chunked")
+    compiled = torch.compile(compiled, dynamic=False, options=CPU_INDUCTOR_OPTIONS)
+    with torch.no_grad():
+        compiled(example.cpu().float())
+    return compiled
+
+
 def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats: int = 20, warmup: int = 3,
                   threads: int = 2, workdir: str | os.PathLike | None = None, compile: bool = False,
                   progress=print) -> list[dict]:
@@ -180,10 +203,10 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
     {"path", "ms" (median of `repeats` after `warmup`), "rel_error" (vs eager "parallel", max |Δ| / max |y|)}.
 
     torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
-    threads. `compile=True` (`ulvm bench --onnx --compile`) adds torch.compile of the "chunked" path: Inductor
-    compiles its unrolled scan in ~3 minutes on our 2 cores (it did not finish within 4 before the scan took
-    one tensor per step), hence off by default. ONNX files go to `workdir` (default: a temporary directory,
-    removed after).
+    threads. `compile=True` (`ulvm bench --onnx --compile`) adds torch.compile of the "chunked" path
+    (`compile_for_cpu`): Inductor compiles its unrolled scan in ~3 minutes on our 2 cores (it did not finish
+    within 4 before the scan took one tensor per step), hence off by default. ONNX files go to `workdir`
+    (default: a temporary directory, removed after).
     """
     from .model import UltraLightVMUNet
 
@@ -210,7 +233,7 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
             chunked = copy.deepcopy(model).set_backend("chunked")
             add("torch eager chunked", lambda: chunked(x).numpy())
             if compile:
-                compiled = torch.compile(chunked, dynamic=False)
+                compiled = compile_for_cpu(chunked, x)
                 add("torch.compile chunked", lambda: compiled(x).numpy())
         fp32 = export_onnx(model, directory / "ulvm_fp32.onnx", size=size)
         feed = {INPUT_NAME: x.numpy()}
