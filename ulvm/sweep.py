@@ -226,8 +226,7 @@ def _worker_gpu(gpus: tuple[str, ...]) -> str | None:
 def run_job(job: Job, data: Path, test_on: tuple[Path, ...], runs: Path, device: str = "auto",
             settings: tuple[str, ...] = (), gpus: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train (or resume) and test one job, in subprocesses logged to RUNS/NAME.log; returns what happened
-    (name, code, log, seconds, gpu). Never raises for a failed run: its exit code says it."""
-    started = time.perf_counter()
+    (name, code, log, gpu). Never raises for a failed run: its exit code says it."""
     runs.mkdir(parents=True, exist_ok=True)
     run, log_path = runs / job.name, runs / f"{job.name}.log"
     env = dict(os.environ)
@@ -249,7 +248,7 @@ def run_job(job: Job, data: Path, test_on: tuple[Path, ...], runs: Path, device:
             if code != 0:
                 log.write(f"== exit code {code}\n")
                 break
-    return dict(name=job.name, code=code, log=str(log_path), seconds=time.perf_counter() - started, gpu=gpu)
+    return dict(name=job.name, code=code, log=str(log_path), gpu=gpu)
 
 
 # --- the client side ------------------------------------------------------------------------------------
