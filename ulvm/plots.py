@@ -154,10 +154,14 @@ def paired_comparison(runs: pd.DataFrame, first: str, second: str) -> dict:
     """Paired comparison of two configurations over the images they were both tested on (same seed and
     fold; `paired_per_image`, each image once, averaged over the shared seeds): mean per-image DSC
     difference and the Wilcoxon signed-rank test (scipy)."""
+    return _paired_statistics(*paired_per_image(runs, first, second), first, second)
+
+
+def _paired_statistics(a, b, first: str, second: str) -> dict:
+    """`paired_comparison`'s numbers for two aligned per-image DSC arrays."""
     import numpy as np
     from scipy.stats import wilcoxon
 
-    a, b = paired_per_image(runs, first, second)
     if not len(a):
         return {"pairs": 0}
     difference = a - b
@@ -432,23 +436,23 @@ def params_vs_dsc_figure(params: dict, recorded: dict[str, pd.DataFrame], ours: 
 
 
 def paired_table(recorded: dict[str, pd.DataFrame], first: str, others) -> pd.DataFrame:
-    """`paired_comparison` of `first` against each of `others`, per dataset of `recorded` (name -> runs
-    table): one row per (dataset, model) with the number of test images, the shared seeds, both mean
-    per-image DSC, their mean and median difference (first minus other), the share of images on which
-    `first` is better, the Wilcoxon p-value and that p-value multiplied by the number of tests in the
-    table (Bonferroni, capped at 1)."""
+    """`paired_comparison`'s numbers for `first` against each of `others` (each pair of per-image DSC arrays
+    built once), per dataset of `recorded` (name -> runs table): one row per (dataset, model) with the number
+    of test images, the shared seeds, both mean per-image DSC, their mean and median difference (first minus
+    other), the share of images on which `first` is better, the Wilcoxon p-value and that p-value multiplied
+    by the number of tests in the table (Bonferroni, capped at 1)."""
     import numpy as np
     import pandas as pd
 
     rows = []
     for dataset, runs in recorded.items():
         for other in others:
-            result = paired_comparison(runs, first, other)
+            a, b = paired_per_image(runs, first, other)
+            result = _paired_statistics(a, b, first, other)
             if not result["pairs"]:
                 continue
             seeds = sorted(set(runs.loc[runs["configuration"] == first, "seed"])
                            & set(runs.loc[runs["configuration"] == other, "seed"]))
-            a, b = paired_per_image(runs, first, other)
             rows.append({"dataset": dataset, "model": other, "images": result["pairs"],
                          "seeds": ", ".join(map(str, seeds)),
                          f"mean DSC {first}": result[f"mean DSC {first}"],
