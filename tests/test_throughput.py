@@ -42,3 +42,8 @@ def test_runs_together_in_one_process_are_measured_the_same_way(tmp_path):
     assert sorted(p.name for p in folder.glob("*.log")) == ["p4_b1_s42.log", "p4_b1_s44.log"]   # 2 processes
     for seed in (42, 43, 44):
         assert len((folder / f"p4_b1_s{seed}" / "log.csv").read_text().splitlines()) == 3   # header + 2 epochs
+
+
+def test_fewer_than_one_run_per_process_is_refused(tmp_path, capsys):
+    assert main(["throughput", "--data", str(tmp_path), "--device", "cpu", "--together", "0"]) == 2
+    assert "--together) must be at least 1, not 0" in capsys.readouterr().err

@@ -93,6 +93,8 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
                        overrides: tuple[str, ...] = (), together: int = 1, progress=print) -> list[dict]:
     """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, `together` of them in
     each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured)."""
+    if together < 1:
+        raise RunError(f"runs per process (--together) must be at least 1, not {together}")
     rows = []
     for mode in mps:
         why = start_mps() if mode == "on" else ""

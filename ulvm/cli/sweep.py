@@ -82,9 +82,6 @@ def run_throughput(args: argparse.Namespace) -> int:
     from ..throughput import measure_throughput
     from ..version import code_version
 
-    if args.together < 1:
-        from ..errors import UlvmError
-        raise UlvmError(f"--together must be at least 1, not {args.together}")
     rows = measure_throughput(args.data, args.runs, ks=tuple(args.ks), mps=tuple(args.mps), epochs=args.epochs,
                               profile=args.profile, device=args.device, gpus=tuple(args.gpus),
                               overrides=tuple(args.overrides), together=args.together)
