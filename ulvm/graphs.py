@@ -37,8 +37,16 @@ def capture_cuda_graph(step, warmup: int = 3):
             step()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    # Several graphs in one process (`ulvm.train.fit_together`: one per run) must not share memory. cuBLAS
+    # keeps one workspace per stream and a graph bakes its address in, so graphs recorded on torch's shared
+    # capture stream share one (pytorch/pytorch#193402: a replay then faults with "an illegal memory
+    # access", as 8 runs in one process did on an H200 before this). So each graph is recorded on its own
+    # stream, and the cached workspaces are dropped around the capture, as torch's cudagraph trees do: the
+    # one the graph needs is then allocated in the graph's own memory pool and lives as long as the graph.
+    torch._C._cuda_clearCublasWorkspaces()
+    with torch.cuda.graph(graph, stream=side):
         output = step()
+    torch._C._cuda_clearCublasWorkspaces()
 
     def replay():
         graph.replay()
