@@ -31,6 +31,8 @@ import torch
 from .io import atomic_file, atomic_write_bytes
 from .runtime import time_ms
 
+log = logging.getLogger(__name__)
+
 DEFAULT_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "prob"
 MAX_PARITY_ERROR = 1e-4          # ONNX Runtime vs PyTorch, fp32, max |Δ| / max |y|
@@ -180,15 +182,30 @@ def amplify_mamba_(model: torch.nn.Module, factor: float = 300.0) -> torch.nn.Mo
 CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True}
 
 
-def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
-    """A CPU fp32 copy of `model` with the "chunked" scan through torch.compile (Inductor's C++ code, with
-    `CPU_INDUCTOR_OPTIONS`), compiled now for inputs shaped like `example`: the fastest batch-1 CPU path we
-    measured (`cpu_benchmark`). Compiling takes ~2-3 minutes on 2 cores (Inductor caches its work on disk,
-    so a second process compiles faster); an input of another shape compiles again.
+def fastest_cpu_backend() -> str:
+    """The scan for CPU inference: "cpp" (`ulvm.ssm.cpu_scan`, built on first use) where it can be built, else
+    "chunked", the fastest of plain tensor ops under torch.compile (the reason is logged)."""
+    from .ssm import REGISTRY
+
+    with torch.no_grad():
+        reason = REGISTRY["cpp"].why_unavailable(torch.zeros(()))
+    if reason:
+        log.warning("CPU inference uses the 'chunked' scan; backend 'cpp' cannot run: %s", reason)
+        return "chunked"
+    return "cpp"
+
+
+def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor, backend: str | None = None) -> torch.nn.Module:
+    """A CPU fp32 copy of `model` through torch.compile (Inductor's C++ code, with `CPU_INDUCTOR_OPTIONS`),
+    compiled now for inputs shaped like `example`: the fastest batch-1 CPU path we measured (`cpu_benchmark`).
+    The scan: `backend`, by default `fastest_cpu_backend()`; the fused C++ operator of "cpp" stays one call
+    in the compiled graph, "chunked" is compiled with the rest. Compiling takes ~1 minute on 2 cores with
+    "cpp", ~3 with "chunked" (Inductor caches its work on disk, so a second process compiles faster); an
+    input of another shape compiles again.
     """
     compiled = copy.deepcopy(model).cpu().float().eval()
     if hasattr(compiled, "set_backend"):
-        compiled.set_backend("chunked")
+        compiled.set_backend(backend or fastest_cpu_backend())
     compiled = torch.compile(compiled, dynamic=False, options=CPU_INDUCTOR_OPTIONS)
     with torch.no_grad():
         compiled(example.cpu().float())
@@ -198,15 +215,15 @@ def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.M
 def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats: int = 20, warmup: int = 3,
                   threads: int = 2, workdir: str | os.PathLike | None = None, compile: bool = False,
                   progress=print) -> list[dict]:
-    """Batch-1 CPU inference, side by side in ONE process: eager "parallel", eager "chunked",
-    (torch.compile "chunked"), ONNX Runtime fp32, INT8 static and INT8 dynamic. Returns one row a path:
-    {"path", "ms" (median of `repeats` after `warmup`), "rel_error" (vs eager "parallel", max |Δ| / max |y|)}.
+    """Batch-1 CPU inference, side by side in ONE process: eager "parallel", eager "chunked", eager "cpp"
+    (where it builds), (torch.compile with "chunked" and with "cpp"), ONNX Runtime fp32, INT8 static and INT8
+    dynamic. Returns one row a path: {"path", "ms" (median of `repeats` after `warmup`), "rel_error" (vs eager
+    "parallel", max |Δ| / max |y|)}.
 
     torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
-    threads. `compile=True` (`ulvm bench --onnx --compile`) adds torch.compile of the "chunked" path
-    (`compile_for_cpu`): Inductor compiles its unrolled scan in ~3 minutes on our 2 cores (it did not finish
-    within 4 before the scan took one tensor per step), hence off by default. ONNX files go to `workdir`
-    (default: a temporary directory, removed after).
+    threads. `compile=True` (`ulvm bench --onnx --compile`) adds the torch.compile rows (`compile_for_cpu`):
+    Inductor compiles the unrolled "chunked" scan in ~3 minutes on our 2 cores, hence off by default. ONNX
+    files go to `workdir` (default: a temporary directory, removed after).
     """
     from .model import UltraLightVMUNet
 
@@ -230,11 +247,13 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
                 progress(f"{name:<28} {rows[-1]['ms']:8.2f} ms   rel. error {rows[-1]['rel_error']:.1e}")
 
             add("torch eager parallel", lambda: model.set_backend("parallel")(x).numpy())
-            chunked = copy.deepcopy(model).set_backend("chunked")
-            add("torch eager chunked", lambda: chunked(x).numpy())
-            if compile:
-                compiled = compile_for_cpu(chunked, x)
-                add("torch.compile chunked", lambda: compiled(x).numpy())
+            backends = ["chunked"] + (["cpp"] if fastest_cpu_backend() == "cpp" else [])
+            for backend in backends:
+                eager = copy.deepcopy(model).set_backend(backend)
+                add(f"torch eager {backend}", lambda m=eager: m(x).numpy())
+            for backend in backends if compile else []:
+                compiled = compile_for_cpu(model, x, backend)
+                add(f"torch.compile {backend}", lambda m=compiled: m(x).numpy())
         fp32 = export_onnx(model, directory / "ulvm_fp32.onnx", size=size)
         feed = {INPUT_NAME: x.numpy()}
         session = ort_session(fp32, threads)

@@ -18,8 +18,8 @@ def register(sub) -> None:
                    help="CPU: also time ONNX Runtime fp32 and INT8 at batch 1 against eager PyTorch, in this process "
                         "(needs the export extra)")
     p.add_argument("--compile", action="store_true",
-                   help="with --onnx: also time torch.compile of the exportable 'chunked' path (Inductor's C++ "
-                        "code; compiling takes ~3 minutes on 2 cores)")
+                   help="with --onnx: also time torch.compile with the 'chunked' scan and with the fused C++ "
+                        "one ('cpp', where it builds); compiling takes ~3 and ~1 minutes on 2 cores")
     p.add_argument("--models", nargs="*", default=None, metavar="NAME",
                    help="instead of the scan paths: time the comparison chapter's models side by side (ultralight "
                         "and the baselines; no names = all), inference b1/b8 and a training step b8")

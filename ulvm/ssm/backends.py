@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from ..errors import BackendUnavailable
-from . import chunked_scan, cuda_kernels, pytorch_scan, triton_scan
+from . import chunked_scan, cpu_scan, cuda_kernels, pytorch_scan, triton_scan
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ REGISTRY: dict[str, ScanBackend] = {backend.name: backend for backend in (
                 partial(pytorch_scan.pytorch_selective_scan, pytorch_scan.scan_parallel)),
     ScanBackend("chunked", "chunked closed form of plain tensor ops, exportable to ONNX (ulvm.export)",
                 partial(pytorch_scan.pytorch_selective_scan, chunked_scan.scan_chunked)),
+    ScanBackend("cpp", "our fused C++ loop for CPU inference, forward only, built on first use",
+                cpu_scan.selective_scan_fn, cpu_scan.why_unavailable, graph_safe=False),
     ScanBackend("triton", "our fused Triton kernel, one launch forward and one backward",
                 _triton_scan, triton_scan.why_unavailable, dtypes=_GPU_KERNEL_DTYPES),
     ScanBackend("cuda", "mamba-ssm's fused CUDA kernels (selective_scan_fn, mamba_inner_fn)",
