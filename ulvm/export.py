@@ -30,6 +30,7 @@ import torch
 
 from .io import atomic_file, atomic_write_bytes
 from .runtime import time_ms
+from .ssm import REGISTRY, resolve
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,6 @@ CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True}
 def fastest_cpu_backend() -> str:
     """The scan for CPU inference: "cpp" (`ulvm.ssm.cpu_scan`, built on first use) where it can be built, else
     "chunked", the fastest of plain tensor ops under torch.compile (the reason is logged)."""
-    from .ssm import REGISTRY
-
     with torch.no_grad():
         reason = REGISTRY["cpp"].why_unavailable(torch.zeros(()))
     if reason:
@@ -205,7 +204,10 @@ def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor, backend: str 
     """
     compiled = copy.deepcopy(model).cpu().float().eval()
     if hasattr(compiled, "set_backend"):
-        compiled.set_backend(backend or fastest_cpu_backend())
+        backend = backend or fastest_cpu_backend()
+        with torch.no_grad():   # resolved (and "cpp" built and loaded) before Dynamo traces: see ulvm.ssm.cpu_scan
+            resolve(backend, torch.zeros(()))
+        compiled.set_backend(backend)
     compiled = torch.compile(compiled, dynamic=False, options=CPU_INDUCTOR_OPTIONS)
     with torch.no_grad():
         compiled(example.cpu().float())

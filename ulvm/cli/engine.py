@@ -87,9 +87,8 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("how it runs (does not change the result)")
     group.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     group.add_argument("--backend", default="auto",
-                       help="selective-scan backend: auto | reference | parallel | chunked | triton | cuda "
-                            "(default auto: "
-                            "triton on a GPU, parallel on a CPU)")
+                       help="selective-scan backend: auto | reference | parallel | chunked | cpp | triton | cuda "
+                            "(default auto: triton on a GPU, parallel on a CPU; cpp: CPU inference only)")
     group.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
                        help="train eagerly on CUDA instead of replaying each step as a CUDA graph")
     group.add_argument("--eval-batch-size", type=int, default=8, help="validation/test batch (default 8)")

@@ -39,7 +39,8 @@ def _build() -> str:
         return f"torch.utils.cpp_extension is not importable ({error})"
     capability = torch.backends.cpu.get_cpu_capability()
     flags = ["-O3", "-ffast-math", "-fopenmp", *_ARCH_FLAGS.get(capability, [])]
-    log.info("building the C++ selective scan (backend 'cpp', %s) on first use: about a minute", capability)
+    log.info("loading the C++ selective scan (backend 'cpp', %s); its first use compiles it, about a minute",
+             capability)
     try:
         load(name=f"ulvm_cpu_scan_{capability.lower()}", sources=[str(SOURCE)], extra_cflags=flags,
              extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
