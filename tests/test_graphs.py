@@ -123,3 +123,20 @@ def test_graphed_runs_trained_together_follow_the_same_runs_trained_alone(tmp_pa
         assert [row["val_loss"] for row in other.history] == pytest.approx(
             [row["val_loss"] for row in one.history], rel=1e-3)
     assert len({round(run.history[-1]["train_loss"], 6) for run in together}) == len(configs)  # 4 distinct runs
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_graphed_run_follows_an_eager_run(tmp_path):
+    """`RunSettings.compile`: the graphed step's model through torch.compile trains as the eager loop does."""
+    from dataclasses import replace
+
+    from helpers import tiny_config, write_tiny_prepared
+
+    data = write_tiny_prepared(tmp_path / "data", n=42)
+    config = tiny_config(augment="none", input_size=64)
+    eager = fit(config, data, tmp_path / "eager", settings=replace(TRITON, cuda_graph=False), progress=False)
+    compiled = fit(config, data, tmp_path / "compiled", settings=replace(TRITON, compile=True), progress=False)
+    for row, eager_row in zip(compiled.history, eager.history):
+        assert row["train_loss"] == pytest.approx(eager_row["train_loss"], rel=1e-3)
+        assert row["val_loss"] == pytest.approx(eager_row["val_loss"], rel=1e-3)

@@ -30,7 +30,7 @@ def test_mps_where_it_cannot_start_is_reported_not_measured(tmp_path, monkeypatc
     assert main(["throughput", "--data", str(tmp_path), "--mps", "on", "--device", "cpu", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["rows"] == [{"mps": "on", "unavailable": "nvidia-cuda-mps-control not found"}]
-    assert record["code_version"]
+    assert record["code_version"] and record["compile"] is False
 
 
 def test_runs_together_in_one_process_are_measured_the_same_way(tmp_path):
@@ -47,3 +47,12 @@ def test_runs_together_in_one_process_are_measured_the_same_way(tmp_path):
 def test_fewer_than_one_run_per_process_is_refused(tmp_path, capsys):
     assert main(["throughput", "--data", str(tmp_path), "--device", "cpu", "--together", "0"]) == 2
     assert "--together) must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_settings_reach_every_training_process(tmp_path):
+    """`ulvm throughput --compile`: each `ulvm train` gets the flag (on a CPU it says it ignores it)."""
+    data = write_tiny_prepared(tmp_path)
+    measure_throughput(data, tmp_path / "runs", ks=(1,), epochs=2, profile="quick", device="cpu", overrides=TINY,
+                       settings=("--compile",), progress=lambda line: None)
+    log = (tmp_path / "runs" / "mps_off" / "k1" / "p4_b1_s42.log").read_text()
+    assert "compile=True is ignored on cpu" in log

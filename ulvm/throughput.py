@@ -54,10 +54,11 @@ def _steady_epoch_times(run: Path) -> list[float]:
 
 
 def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device: str, gpus: tuple[int, ...],
-          overrides: tuple[str, ...] = (), together: int = 1) -> dict:
+          overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = ()) -> dict:
     """K training runs at once (the grid jobs of seeds 42, 43, ...: `ulvm sweep`'s command) into
     FOLDER/<job>, `together` of them in each `ulvm train` process (`--seeds`, one CUDA stream a run), the
-    processes pinned round-robin to `gpus`; their aggregate steady-state throughput."""
+    processes pinned round-robin to `gpus`, with more `ulvm train` flags in `settings` (e.g. "--compile");
+    their aggregate steady-state throughput."""
     jobs = [Job(4, True, None, 42 + i, profile=profile, overrides=(*overrides, f"epochs={epochs}"))
             for i in range(k)]
     groups = [jobs[i:i + together] for i in range(0, k, together)]
@@ -69,9 +70,9 @@ def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(gpus[i % len(gpus)])
         logs.append(open(folder / f"{group[0].name}.log", "w"))
-        settings = ("--no-test", "--overwrite")
-        command = (group[0].command(data, folder, device, settings) if len(group) == 1 else
-                   together_command(group, data, folder, device, settings))
+        flags = ("--no-test", "--overwrite", *settings)
+        command = (group[0].command(data, folder, device, flags) if len(group) == 1 else
+                   together_command(group, data, folder, device, flags))
         processes.append(subprocess.Popen(command, stdout=logs[-1], stderr=subprocess.STDOUT, env=env))
     codes = [process.wait() for process in processes]
     wall = time.perf_counter() - started
@@ -90,7 +91,8 @@ def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device
 
 def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), epochs: int = 3,
                        profile: str = "paper", device: str = "cuda", gpus: tuple[int, ...] = (),
-                       overrides: tuple[str, ...] = (), together: int = 1, progress=print) -> list[dict]:
+                       overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = (),
+                       progress=print) -> list[dict]:
     """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, `together` of them in
     each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured)."""
     if together < 1:
@@ -107,7 +109,7 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
             for k in ks:
                 row = {"mps": mode, **run_k(k, Path(data), Path(runs) / f"mps_{mode}" / f"k{k}", epochs=epochs,
                                             profile=profile, device=device, gpus=gpus, overrides=overrides,
-                                            together=together)}
+                                            together=together, settings=settings)}
                 if single is None:                      # the first K of this mode is the reference
                     single = row["images_per_s"]
                 row["speedup"] = round(row["images_per_s"] / single, 2)

@@ -92,6 +92,7 @@ class _Training:
     run_dir: Path
     device: torch.device
     model: torch.nn.Module
+    step_model: torch.nn.Module                   # what a full-batch training step calls: model, or it compiled
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler | None
@@ -134,8 +135,8 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
                  "content_hash": prepared.content_hash,
                  "train_images": int(train_images.shape[0]), "val_images": int(val_images.shape[0])}
     scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
-    run = _Training(config, settings, run_dir, device, model, optimizer, scheduler, scaler, batcher,
-                    (val_images, val_masks), data_info, graphed)
+    run = _Training(config, settings, run_dir, device, model, _step_model(model, settings, device), optimizer,
+                    scheduler, scaler, batcher, (val_images, val_masks), data_info, graphed)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -154,6 +155,20 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
     return run
 
 
+def _step_model(model: torch.nn.Module, settings: RunSettings, device: torch.device) -> torch.nn.Module:
+    """`model`, or with `settings.compile` on CUDA the same model through torch.compile (one static shape: the
+    full batch; the short last batch and validation run the plain model, which shares its weights)."""
+    if not settings.compile:
+        return model
+    if device.type != "cuda":
+        log.warning("compile=True is ignored on %s: it is for the graphed training step on CUDA", device)
+        return model
+    # fp32 stays fp32: Inductor moves the convolutions to channels-last, where cuDNN would otherwise use
+    # TF32 tensor cores (1e-3 relative error in `ulvm bench`, `h200_compile_tf32.json`)
+    torch.backends.cudnn.allow_tf32 = False
+    return torch.compile(model, dynamic=False)
+
+
 def _epoch_steps(run: _Training, epoch: int, progress: bool) -> Generator[None, None, dict[str, float]]:
     """One pass over the training split, yielding after every step (so that `fit_together` can take turns
     between runs); returns the epoch's log row so far (epoch, lr, train_loss)."""
@@ -170,7 +185,7 @@ def _epoch_steps(run: _Training, epoch: int, progress: bool) -> Generator[None, 
         if run.graphed and images.shape[0] == config.batch_size:
             if run.step_graph is None:
                 run.step_graph = GraphedTrainStep(
-                    partial(train_step, run.model, run.optimizer, weights=weights, keep_grad_tensors=True),
+                    partial(train_step, run.step_model, run.optimizer, weights=weights, keep_grad_tensors=True),
                     run.model, run.optimizer, images, masks)
             loss_sum += run.step_graph(images, masks)
         else:  # CPU, amp, or the last short batch: eager (beside a graph: on the graph's .grad tensors)

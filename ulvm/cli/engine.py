@@ -92,6 +92,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
                        help="train eagerly on CUDA instead of replaying each step as a CUDA graph")
     group.add_argument("--eval-batch-size", type=int, default=8, help="validation/test batch (default 8)")
+    group.add_argument("--compile", action="store_true",
+                       help="on CUDA: torch.compile the model of the graphed training step (~25%% less GPU time "
+                            "a step; compiling adds about a minute to the first epoch)")
     group.add_argument("--threads", type=int, help=_THREADS_HELP)
 
 
@@ -101,7 +104,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         import torch
         torch.set_num_threads(args.threads)
     return RunSettings(device=args.device, backend=args.backend, cuda_graph=args.cuda_graph,
-                       eval_batch_size=args.eval_batch_size)
+                       eval_batch_size=args.eval_batch_size, compile=args.compile)
 
 
 def config_from_args(args: argparse.Namespace):

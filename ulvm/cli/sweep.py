@@ -30,6 +30,7 @@ def register(sub) -> None:
                             "on SLURM/PBS) instead of a local one")
     sweep.add_argument("--device", default="auto", help="--device of every run: auto | cpu | cuda (default auto)")
     sweep.add_argument("--threads", type=int, help="--threads of every run (CPU threads for torch)")
+    sweep.add_argument("--compile", action="store_true", help="--compile of every run (CUDA: a compiled step)")
     sweep.add_argument("--allow-dirty", action="store_true",
                        help="record runs of a tree with uncommitted changes (the records say so)")
     sweep.set_defaults(func=run_sweep)
@@ -52,6 +53,7 @@ def register(sub) -> None:
     p.add_argument("--together", type=int, default=1, metavar="P",
                    help="runs per process (default 1): P > 1 trains P runs in each `ulvm train --seeds` process, "
                         "taking turns on their own CUDA streams")
+    p.add_argument("--compile", action="store_true", help="train with --compile (CUDA: a compiled step)")
     p.add_argument("--runs", type=Path, default=Path("runs/throughput"), help="run folders (default runs/throughput)")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here (e.g. book/results/bench/)")
     p.set_defaults(func=run_throughput)
@@ -70,7 +72,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         grid = replace(grid, data=args.data)
     if args.test_on is not None:
         grid = replace(grid, test_on=tuple(args.test_on))
-    settings = ("--threads", str(args.threads)) if args.threads is not None else ()
+    settings = (("--threads", str(args.threads)) if args.threads is not None else ()) + (
+        ("--compile",) if args.compile else ())
     result = sweep(grid, args.runs, args.record, dry_run=args.dry_run, scheduler=args.scheduler,
                    workers=args.workers, runs_per_gpu=args.runs_per_gpu, device=args.device, settings=settings,
                    allow_dirty=args.allow_dirty)
@@ -84,7 +87,8 @@ def run_throughput(args: argparse.Namespace) -> int:
 
     rows = measure_throughput(args.data, args.runs, ks=tuple(args.ks), mps=tuple(args.mps), epochs=args.epochs,
                               profile=args.profile, device=args.device, gpus=tuple(args.gpus),
-                              overrides=tuple(args.overrides), together=args.together)
+                              overrides=tuple(args.overrides), together=args.together,
+                              settings=("--compile",) if args.compile else ())
     if args.out:
         import os
         import subprocess
@@ -94,7 +98,8 @@ def run_throughput(args: argparse.Namespace) -> int:
         gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if args.device != "cpu" else None
         machine = {**describe_machine(args.device), "cpu_cores": os.cpu_count()}
         atomic_write_json(args.out, {"rows": rows, "epochs": args.epochs, "profile": args.profile,
-                                     "overrides": args.overrides, "data": str(args.data), "gpus": args.gpus,
+                                     "overrides": args.overrides, "compile": args.compile,
+                                     "data": str(args.data), "gpus": args.gpus,
                                      "gpu": gpu.stdout.strip() if gpu and gpu.returncode == 0 else None,
                                      "machine": machine, "code_version": code_version()})
         print(f"written {args.out}")
