@@ -485,9 +485,10 @@ def plot_validation_curves(curves: dict[str, list], ax, highlight: str | None = 
 
 def throughput_table(records: dict[str, dict]) -> pd.DataFrame:
     """One row per measured (record, MPS mode, K) of `ulvm throughput` records (name -> JSON): the GPUs the
-    runs were spread over, how many shared a process (`--together`; 1 in records from before it), aggregate
-    images/s and ISIC2017 epochs/min, each run's epoch time, and the speed-up over K = 1 of the same record
-    and mode. Rows of a mode that could not be measured are left out."""
+    runs were spread over, how many shared a process (`--together`; 1 in records from before it), whether
+    the runs compiled their step (`--compile`), aggregate images/s and ISIC2017 epochs/min, each run's epoch
+    time, and the speed-up over K = 1 of the same record and mode. Rows of a mode that could not be measured
+    are left out."""
     import pandas as pd
 
     rows = []
@@ -497,6 +498,7 @@ def throughput_table(records: dict[str, dict]) -> pd.DataFrame:
             if "k" in row:
                 rows.append({"record": name, "GPUs": gpus, "MPS": row["mps"], "K": row["k"],
                              "runs per GPU": row["k"] / gpus, "runs per process": row.get("runs_per_process", 1),
+                             "compiled step": bool(record.get("compile", False)),
                              "images / s": row["images_per_s"], "epochs / min": row["epochs_per_min"],
                              "s an epoch, each run": row["mean_epoch_s"], "speed-up vs K=1": row["speedup"],
                              "code": record["code_version"]})
