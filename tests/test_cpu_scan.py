@@ -37,6 +37,32 @@ def test_matches_reference_in_float64(length, options):
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
 
 
+def test_strided_inputs_as_mamba_passes_them():
+    """B and C as (batch, N, L) views of a time-major tensor, z a channel slice: read in place, same result."""
+    inputs = _detached(make_inputs(2, 6, 80, dtype=torch.float64))
+    x_dbl = torch.cat([inputs["B"].transpose(1, 2), inputs["C"].transpose(1, 2)], dim=-1)     # (b, L, 2N)
+    xz = torch.cat([inputs["u"], inputs["z"]], dim=1).transpose(0, 1).contiguous().transpose(0, 1)
+    strided = {**inputs, "B": x_dbl[..., :16].transpose(1, 2), "C": x_dbl[..., 16:].transpose(1, 2),
+               "z": xz[:, 6:]}
+    assert not strided["B"].is_contiguous() and not strided["z"].is_contiguous()
+    with torch.no_grad():
+        expected = pytorch_selective_scan(scan_reference, **inputs, delta_softplus=True)
+        got = selective_scan(**strided, delta_softplus=True, backend="cpp")
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_causal_conv_silu_is_the_mamba_conv():
+    """The shifted-adds causal conv of backend "cpp" equals Mamba's Conv1d(padding=K-1)[..., :L] + silu."""
+    from ulvm.ssm import Mamba
+
+    mamba = Mamba(d_model=8).double()
+    x = torch.randn(3, mamba.d_inner, 50, dtype=torch.float64)
+    with torch.no_grad():
+        expected = torch.nn.functional.silu(mamba.conv1d(x)[..., :50])
+        got = REGISTRY["cpp"].conv_silu(x, mamba.conv1d.weight, mamba.conv1d.bias)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_float32_half_inputs_and_strong_decay():
     """fp32 to fp32 tolerances, with Δ up to ~25 (decay underflows to 0, never inf/nan); fp16 in, fp16 out."""
     inputs = _detached(make_inputs(2, 12, 300))

@@ -208,7 +208,8 @@ def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor, backend: str 
         with torch.no_grad():   # resolved (and "cpp" built and loaded) before Dynamo traces: see ulvm.ssm.cpu_scan
             resolve(backend, torch.zeros(()))
         compiled.set_backend(backend)
-    compiled = torch.compile(compiled, dynamic=False, options=CPU_INDUCTOR_OPTIONS)
+    # fullgraph: a graph break (one made the compiled model ~50% slower, NOTES.md row 19) is an error, not a slow path
+    compiled = torch.compile(compiled, dynamic=False, fullgraph=True, options=CPU_INDUCTOR_OPTIONS)
     with torch.no_grad():
         compiled(example.cpu().float())
     return compiled

@@ -2,10 +2,11 @@
 
 A `ScanBackend` says what it is (name), whether it can run on given tensors (`why_unavailable`: "" when
 it can, else the reason in words), the scan itself (`selective_scan` semantics, see `ulvm.ssm.scan`), an
-optional fused Mamba block and fused causal conv (mamba-ssm's kernels), whether a CUDA graph may record
-it, and the dtypes it computes in. `Mamba.forward`, the training loop, the benchmarks and `set_backend`
-ask this module; nothing else decides. Importing it imports no kernel: `cuda_kernels` and `triton_scan`
-load mamba-ssm and Triton only when first used.
+optional fused Mamba block and fused causal conv (mamba-ssm's kernels; for "cpp", shifted adds that
+torch.compile fuses), whether a CUDA graph may record it, and the dtypes it computes in. `Mamba.forward`,
+the training loop, the benchmarks and `set_backend` ask this module; nothing else decides. Importing it
+imports no kernel: `cuda_kernels`, `triton_scan` and `cpu_scan` load mamba-ssm, Triton and our C++
+operator only when first used.
 
     resolve("auto", tensor)   -> the backend "auto" picks for tensor (logged once per device and choice)
     resolve("triton", tensor) -> that backend, or BackendUnavailable saying why it cannot run
@@ -74,7 +75,8 @@ REGISTRY: dict[str, ScanBackend] = {backend.name: backend for backend in (
     ScanBackend("chunked", "chunked closed form of plain tensor ops, exportable to ONNX (ulvm.export)",
                 partial(pytorch_scan.pytorch_selective_scan, chunked_scan.scan_chunked)),
     ScanBackend("cpp", "our fused C++ loop for CPU inference, forward only, built on first use",
-                cpu_scan.selective_scan_fn, cpu_scan.why_unavailable, graph_safe=False),
+                cpu_scan.selective_scan_fn, cpu_scan.why_unavailable, graph_safe=False,
+                conv_silu=cpu_scan.causal_conv_silu),
     ScanBackend("triton", "our fused Triton kernel, one launch forward and one backward",
                 _triton_scan, triton_scan.why_unavailable, dtypes=_GPU_KERNEL_DTYPES),
     ScanBackend("cuda", "mamba-ssm's fused CUDA kernels (selective_scan_fn, mamba_inner_fn)",

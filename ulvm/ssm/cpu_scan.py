@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from . import pytorch_scan
 
@@ -73,3 +74,13 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     work = torch.promote_types(u.dtype, torch.float32)
     y = torch.ops.ulvm.selective_scan(u.to(work), delta, A, B, C, D, z, delta_bias, delta_softplus)
     return y.to(u.dtype)
+
+
+def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """silu(Mamba's depthwise causal conv1d) as K shifted multiply-adds of plain tensor ops (the twin of
+    causal-conv1d's fused kernel): torch.compile fuses them and the silu into one loop, where `F.conv1d` is
+    an external oneDNN call. x (batch, E, L), weight (E, 1, K), bias (E,) -> (batch, E, L)."""
+    width, length = weight.shape[-1], x.shape[-1]
+    padded = F.pad(x, (width - 1, 0))                     # causal: K - 1 zeros before the first step
+    out = sum(weight[:, 0, i, None] * padded[..., i:i + length] for i in range(width))
+    return F.silu(out if bias is None else out + bias[:, None])

@@ -88,7 +88,8 @@ class Mamba(nn.Module):
         x_dbl = self.x_proj(x.transpose(1, 2))                            # (batch, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj.weight @ dt.transpose(1, 2)                  # (batch, E, L), bias added in the scan
-        y = backend.selective_scan(x, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+        # B and C as (batch, N, L) views of x_dbl: each backend lays them out as its kernel reads them
+        y = backend.selective_scan(x, delta, A, B.transpose(1, 2), C.transpose(1, 2),
                                    self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
                                    delta_softplus=True)                   # (batch, E, L)
         return self.out_proj(y.transpose(1, 2))                           # (batch, L, d_model)
