@@ -36,7 +36,7 @@ def _build() -> str:
     """Compile and load the operator; "" when loaded, else why it could not be."""
     try:
         from torch.utils.cpp_extension import load
-    except ImportError as error:                     # pragma: no cover - part of every torch
+    except ImportError as error:                     # it imports setuptools, which an environment may lack
         return f"torch.utils.cpp_extension is not importable ({error})"
     capability = torch.backends.cpu.get_cpu_capability()
     flags = ["-O3", "-ffast-math", "-fopenmp", *_ARCH_FLAGS.get(capability, [])]
