@@ -194,39 +194,59 @@ def fastest_cpu_backend() -> str:
     return "cpp"
 
 
+def _cpu_copy(model: torch.nn.Module, backend: str | None) -> torch.nn.Module:
+    """A CPU fp32 eval copy of `model` on scan `backend` (default `fastest_cpu_backend()`), resolved (and
+    "cpp" built and loaded) before anything traces it: see `ulvm.ssm.cpu_scan`."""
+    copied = copy.deepcopy(model).cpu().float().eval()
+    if hasattr(copied, "set_backend"):
+        backend = backend or fastest_cpu_backend()
+        with torch.no_grad():
+            resolve(backend, torch.zeros(()))
+        copied.set_backend(backend)
+    return copied
+
+
 def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor, backend: str | None = None) -> torch.nn.Module:
     """A CPU fp32 copy of `model` through torch.compile (Inductor's C++ code, with `CPU_INDUCTOR_OPTIONS`),
-    compiled now for inputs shaped like `example`: the fastest batch-1 CPU path we measured (`cpu_benchmark`).
-    The scan: `backend`, by default `fastest_cpu_backend()`; the fused C++ operator of "cpp" stays one call
-    in the compiled graph, "chunked" is compiled with the rest. Compiling takes ~1 minute on 2 cores with
-    "cpp", ~3 with "chunked" (Inductor caches its work on disk, so a second process compiles faster); an
-    input of another shape compiles again.
+    compiled now for inputs shaped like `example` (`cpu_benchmark` times it). The scan: `backend`, by default
+    `fastest_cpu_backend()`; the fused C++ operator of "cpp" stays one call in the compiled graph, "chunked"
+    is compiled with the rest. Compiling takes ~1 minute on 2 cores with "cpp", ~3 with "chunked" (Inductor
+    caches its work on disk, so a second process compiles faster); an input of another shape compiles again.
     """
-    compiled = copy.deepcopy(model).cpu().float().eval()
-    if hasattr(compiled, "set_backend"):
-        backend = backend or fastest_cpu_backend()
-        with torch.no_grad():   # resolved (and "cpp" built and loaded) before Dynamo traces: see ulvm.ssm.cpu_scan
-            resolve(backend, torch.zeros(()))
-        compiled.set_backend(backend)
     # fullgraph: a graph break (one made the compiled model ~50% slower, NOTES.md row 19) is an error, not a slow path
-    compiled = torch.compile(compiled, dynamic=False, fullgraph=True, options=CPU_INDUCTOR_OPTIONS)
+    compiled = torch.compile(_cpu_copy(model, backend), dynamic=False, fullgraph=True, options=CPU_INDUCTOR_OPTIONS)
     with torch.no_grad():
         compiled(example.cpu().float())
     return compiled
+
+
+def aot_compile_for_cpu(model: torch.nn.Module, example: torch.Tensor, package: str | os.PathLike,
+                        backend: str | None = None):
+    """The model of `compile_for_cpu` compiled ahead of time by AOTInductor (torch.export, then Inductor's
+    C++ for the whole graph) into the package file `package` (.pt2), loaded back: a function of an input
+    shaped like `example`. Each call then runs the compiled code with no Dynamo guards and no Python graph
+    call, the fastest batch-1 CPU path we measured (NOTES.md row 23). With "cpp" the package calls our
+    operator: a process that loads it needs that operator loaded first (resolve the "cpp" backend).
+    """
+    with torch.no_grad():
+        program = torch.export.export(_cpu_copy(model, backend), (example.cpu().float(),))
+        path = torch._inductor.aoti_compile_and_package(program, package_path=str(package))
+    return torch._inductor.aoti_load_package(path)
 
 
 def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats: int = 20, warmup: int = 3,
                   threads: int = 2, workdir: str | os.PathLike | None = None, compile: bool = False,
                   progress=print) -> list[dict]:
     """Batch-1 CPU inference, side by side in ONE process: eager "parallel", eager "chunked", eager "cpp"
-    (where it builds), (torch.compile with "chunked" and with "cpp"), ONNX Runtime fp32, INT8 static and INT8
-    dynamic. Returns one row a path: {"path", "ms" (median of `repeats` after `warmup`), "rel_error" (vs eager
-    "parallel", max |Δ| / max |y|)}.
+    (where it builds), (torch.compile with "chunked" and with "cpp", AOTInductor with "cpp"), ONNX Runtime
+    fp32, INT8 static and INT8 dynamic. Returns one row a path: {"path", "ms" (median of `repeats` after
+    `warmup`), "rel_error" (vs eager "parallel", max |Δ| / max |y|)}.
 
     torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
-    threads. `compile=True` (`ulvm bench --onnx --compile`) adds the torch.compile rows (`compile_for_cpu`):
-    Inductor compiles the unrolled "chunked" scan in ~3 minutes on our 2 cores, hence off by default. ONNX
-    files go to `workdir` (default: a temporary directory, removed after).
+    threads. `compile=True` (`ulvm bench --onnx --compile`) adds the torch.compile rows (`compile_for_cpu`)
+    and AOTInductor with "cpp" (`aot_compile_for_cpu`): Inductor compiles the unrolled "chunked" scan in ~3
+    minutes on our 2 cores, hence off by default. ONNX and .pt2 files go to `workdir` (default: a temporary
+    directory, removed after).
     """
     from .model import UltraLightVMUNet
 
@@ -257,6 +277,9 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
             for backend in backends if compile else []:
                 compiled = compile_for_cpu(model, x, backend)
                 add(f"torch.compile {backend}", lambda m=compiled: m(x).numpy())
+            if compile and "cpp" in backends:
+                ahead = aot_compile_for_cpu(model, x, directory / "ulvm_cpp.pt2", "cpp")
+                add("AOTInductor cpp", lambda: ahead(x).numpy())
         fp32 = export_onnx(model, directory / "ulvm_fp32.onnx", size=size)
         feed = {INPUT_NAME: x.numpy()}
         session = ort_session(fp32, threads)
