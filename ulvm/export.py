@@ -272,7 +272,7 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
             add("torch eager parallel", lambda: model.set_backend("parallel")(x).numpy())
             backends = ["chunked"] + (["cpp"] if fastest_cpu_backend() == "cpp" else [])
             for backend in backends:
-                eager = copy.deepcopy(model).set_backend(backend)
+                eager = _cpu_copy(model, backend)
                 add(f"torch eager {backend}", lambda m=eager: m(x).numpy())
             for backend in backends if compile else []:
                 compiled = compile_for_cpu(model, x, backend)
