@@ -56,3 +56,29 @@ def test_settings_reach_every_training_process(tmp_path):
                        settings=("--compile",), progress=lambda line: None)
     log = (tmp_path / "runs" / "mps_off" / "k1" / "p4_b1_s42.log").read_text()
     assert "compile=True is ignored on cpu" in log
+
+
+def test_a_failing_k_is_recorded_and_what_was_measured_before_it_is_kept(tmp_path, monkeypatch):
+    """K = 40 ran out of host memory on an H200 machine and the whole record was lost; now the record keeps
+    K = 1, says why K = 2 failed, and does not try K = 4."""
+    import ulvm.throughput as throughput
+    from ulvm.errors import RunError
+
+    tried = []
+
+    def run_k(k, *args, **kwargs):
+        tried.append(k)
+        if k == 2:
+            raise RunError(f"1 of 2 training processes failed; see x.log ({throughput._exit_reason(-9)})")
+        return {"k": k, "images_per_s": 100.0, "epochs_per_min": 5.0, "mean_epoch_s": 12.0}
+
+    monkeypatch.setattr(throughput, "run_k", run_k)
+    out = tmp_path / "throughput.json"
+    assert main(["throughput", "--data", str(tmp_path), "--device", "cpu", "--mps", "off", "--ks", "1", "2", "4",
+                 "--out", str(out)]) == 1
+    assert tried == [1, 2]
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["k"] == 1 and rows[0]["speedup"] == 1.0
+    assert rows[1] == {"mps": "off", "k": 2, "failed": "1 of 2 training processes failed; see x.log "
+                                                          "(killed by signal 9, e.g. out of host memory)"}
+    assert throughput._exit_reason(3) == "exit code 3"

@@ -487,15 +487,15 @@ def throughput_table(records: dict[str, dict]) -> pd.DataFrame:
     """One row per measured (record, MPS mode, K) of `ulvm throughput` records (name -> JSON): the GPUs the
     runs were spread over, how many shared a process (`--together`; 1 in records from before it), whether
     the runs compiled their step (`--compile`), aggregate images/s and ISIC2017 epochs/min, each run's epoch
-    time, and the speed-up over K = 1 of the same record and mode. Rows of a mode that could not be measured
-    are left out."""
+    time, and the speed-up over K = 1 of the same record and mode. Rows of a mode that could not be measured,
+    and of a K whose runs failed, are left out."""
     import pandas as pd
 
     rows = []
     for name, record in records.items():
         gpus = len(record.get("gpus") or [0])
         for row in record["rows"]:
-            if "k" in row:
+            if "images_per_s" in row:
                 rows.append({"record": name, "GPUs": gpus, "MPS": row["mps"], "K": row["k"],
                              "runs per GPU": row["k"] / gpus, "runs per process": row.get("runs_per_process", 1),
                              "compiled step": bool(record.get("compile", False)),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import time
@@ -53,6 +54,12 @@ def _steady_epoch_times(run: Path) -> list[float]:
     return times[1:]
 
 
+def _exit_reason(code: int) -> str:
+    if code < 0:        # Popen's code for a process killed by a signal; SIGKILL is how the kernel's OOM killer ends one
+        return f"killed by signal {-code}" + (", e.g. out of host memory" if -code == signal.SIGKILL else "")
+    return f"exit code {code}"
+
+
 def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device: str, gpus: tuple[int, ...],
           overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = ()) -> dict:
     """K training runs at once (the grid jobs of seeds 42, 43, ...: `ulvm sweep`'s command) into
@@ -79,7 +86,8 @@ def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device
     for log in logs:
         log.close()
     if any(codes):
-        failed = [str(folder / f"{group[0].name}.log") for group, code in zip(groups, codes) if code]
+        failed = [f"{folder / f'{group[0].name}.log'} ({_exit_reason(code)})"
+                  for group, code in zip(groups, codes) if code]
         raise RunError(f"{len(failed)} of {len(groups)} training processes failed; see {', '.join(failed)}")
     epoch_s = [statistics.mean(_steady_epoch_times(folder / job.name)) for job in jobs]
     images = read_run_checkpoint(folder / jobs[0].name / "last.pt")["data"]["train_images"]
@@ -92,9 +100,12 @@ def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device
 def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), epochs: int = 3,
                        profile: str = "paper", device: str = "cuda", gpus: tuple[int, ...] = (),
                        overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = (),
-                       progress=print) -> list[dict]:
+                       progress=print, on_row=lambda rows: None) -> list[dict]:
     """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, `together` of them in
-    each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured)."""
+    each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured).
+    A K whose training processes fail gets a row saying why, and the larger Ks of that mode are not tried
+    (they need more of what ran out). `on_row(rows)` is called after every row, so a caller can keep what
+    was measured before a later K fails or the command is killed."""
     if together < 1:
         raise RunError(f"runs per process (--together) must be at least 1, not {together}")
     rows = []
@@ -107,13 +118,20 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
         try:
             single = None
             for k in ks:
-                row = {"mps": mode, **run_k(k, Path(data), Path(runs) / f"mps_{mode}" / f"k{k}", epochs=epochs,
-                                            profile=profile, device=device, gpus=gpus, overrides=overrides,
-                                            together=together, settings=settings)}
+                try:
+                    row = {"mps": mode, **run_k(k, Path(data), Path(runs) / f"mps_{mode}" / f"k{k}", epochs=epochs,
+                                                profile=profile, device=device, gpus=gpus, overrides=overrides,
+                                                together=together, settings=settings)}
+                except RunError as error:
+                    rows.append({"mps": mode, "k": k, "failed": str(error)})
+                    on_row(rows)
+                    progress(f"MPS {mode}, K={k}: failed ({error}); larger K not tried")
+                    break
                 if single is None:                      # the first K of this mode is the reference
                     single = row["images_per_s"]
                 row["speedup"] = round(row["images_per_s"] / single, 2)
                 rows.append(row)
+                on_row(rows)
                 progress(f"MPS {mode}, K={k}: {row['images_per_s']:.0f} images/s, {row['epochs_per_min']:.1f} "
                          f"epochs/min in all ({row['speedup']:.2f}x K={ks[0]}), "
                          f"{row['mean_epoch_s']:.2f} s an epoch each")

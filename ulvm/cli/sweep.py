@@ -83,24 +83,34 @@ def run_sweep(args: argparse.Namespace) -> int:
 def run_throughput(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json
     from ..throughput import measure_throughput
-    from ..version import code_version
+
+    header = _throughput_header(args) if args.out else {}
+
+    def keep(rows: list[dict]) -> None:         # after every K: what was measured survives a later failure
+        if args.out:
+            atomic_write_json(args.out, {"rows": rows, **header})
 
     rows = measure_throughput(args.data, args.runs, ks=tuple(args.ks), mps=tuple(args.mps), epochs=args.epochs,
                               profile=args.profile, device=args.device, gpus=tuple(args.gpus),
                               overrides=tuple(args.overrides), together=args.together,
-                              settings=("--compile",) if args.compile else ())
+                              settings=("--compile",) if args.compile else (), on_row=keep)
+    keep(rows)
     if args.out:
-        import os
-        import subprocess
-
-        from ..runtime import describe_machine
-
-        gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if args.device != "cpu" else None
-        machine = {**describe_machine(args.device), "cpu_cores": os.cpu_count()}
-        atomic_write_json(args.out, {"rows": rows, "epochs": args.epochs, "profile": args.profile,
-                                     "overrides": args.overrides, "compile": args.compile,
-                                     "data": str(args.data), "gpus": args.gpus,
-                                     "gpu": gpu.stdout.strip() if gpu and gpu.returncode == 0 else None,
-                                     "machine": machine, "code_version": code_version()})
         print(f"written {args.out}")
-    return 0
+    return 1 if any("failed" in row for row in rows) else 0
+
+
+def _throughput_header(args: argparse.Namespace) -> dict:
+    """What a throughput record says besides its rows: the settings, the machine and the code."""
+    import os
+    import subprocess
+
+    from ..runtime import describe_machine
+    from ..version import code_version
+
+    gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if args.device != "cpu" else None
+    return {"epochs": args.epochs, "profile": args.profile, "overrides": args.overrides, "compile": args.compile,
+            "data": str(args.data), "gpus": args.gpus,
+            "gpu": gpu.stdout.strip() if gpu and gpu.returncode == 0 else None,
+            "machine": {**describe_machine(args.device), "cpu_cores": os.cpu_count()},
+            "code_version": code_version()}
