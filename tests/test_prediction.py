@@ -119,3 +119,60 @@ def test_a_photo_stored_turned_gets_its_mask_upright_as_viewers_show_it(tmp_path
     assert mask.shape == (200, 120) and mask.any()
     np.testing.assert_array_equal(mask, ulvm.predict(shown, device="cpu"))
     np.testing.assert_array_equal(ulvm.predict(Image.open(tmp_path / "phone.jpg"), device="cpu"), mask)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """The shipped weights through `ulvm export --format pt2` at 64² (compiling: about a minute)."""
+    import torch
+
+    from ulvm.ssm import REGISTRY
+    with torch.no_grad():
+        reason = REGISTRY["cpp"].why_unavailable(torch.zeros(()))
+    if reason:
+        pytest.skip(f"the 'cpp' scan cannot be built here ({reason}); a 'chunked' package compiles for minutes")
+    path = tmp_path_factory.mktemp("pt2") / "isic2017_64.pt2"
+    assert main(["export", "--weights", "isic2017", "--out", str(path), "--size", "64"]) == 0
+    return path
+
+
+def test_a_pt2_package_predicts_in_a_fresh_process_what_the_checkpoint_predicts(package, photos, tmp_path):
+    """`ulvm predict --weights x.pt2` in a new process: the operator is loaded before the package, masks
+    come back at the original size, the same as the checkpoint's at the package's input size."""
+    from ulvm.export import load_pt2
+
+    assert load_pt2(package).metadata["scan"] == "cpp" and not list(package.parent.glob(".*.tmp"))
+    done = subprocess.run([sys.executable, "-m", "ulvm", "predict", str(photos), "--weights", str(package),
+                           "--out", str(tmp_path), "--device", "cpu", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for image in sorted(photos.glob("[a-e]*")):
+        mask = np.asarray(Image.open(tmp_path / f"{image.stem}_mask.png"))
+        expected = ulvm.predict(image, device="cpu", size=64)
+        assert mask.shape == expected.shape and (mask == expected).mean() > 0.999, image.name
+
+
+def test_a_pt2_package_refuses_what_it_cannot_do_with_a_clear_error(package, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from ulvm.export import load_pt2
+    from ulvm.prediction import load_weights
+
+    model = load_pt2(package)
+    with pytest.raises(UlvmError, match=r"takes CPU float32 images \(B, 3, 64, 64\)"):
+        model(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(UlvmError, match="runs on the CPU in float32 only"):
+        load_weights(package, "cuda")
+    with pytest.raises(UlvmError, match="the scan is compiled into the package"):
+        load_weights(package, "cpu", backend="parallel")
+    (tmp_path / "notes.pt2").write_text("not a package")
+    with pytest.raises(UlvmError, match=r"notes.pt2: not a readable .pt2 package"):
+        load_pt2(tmp_path / "notes.pt2")
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    with pytest.raises(UlvmError, match=r"built with torch .*, this is torch 9.9.9; .* export it again here"):
+        load_pt2(package)
+    assert main(["export", "--out", str(tmp_path / "m.pt2"), "--quantize", "int8"]) == 2
+    assert main(["export", "--format", "pt2", "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "--quantize and --opset are for --format onnx" in err and "must end in .pt2" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.pt2"]       # nothing written

@@ -1,4 +1,5 @@
-"""Deploying UltraLight VM-UNet: ONNX export, ONNX Runtime sessions, INT8 quantisation, a CPU benchmark.
+"""Deploying UltraLight VM-UNet: ONNX export, ONNX Runtime sessions, INT8 quantisation, a .pt2 package
+compiled ahead of time for the CPU, a CPU benchmark.
 
 The selective scan is the one part of the network that does not export as is (in-place slice writes and a
 custom autograd Function in "parallel", custom kernels in "triton"/"cuda"). `export_onnx` switches every
@@ -14,6 +15,10 @@ The file's contract, usable with nothing but onnxruntime and NumPy:
 
 The batch dimension is dynamic; the spatial size is fixed at export (the scan is unrolled for L = H·W/64 ...).
 Needs the `export` extra: `pip install "ulvm[export]"` (onnx, onnxruntime).
+
+The .pt2 package (`export_pt2`, `load_pt2`; `ulvm export --format pt2`, `ulvm predict --weights x.pt2`) has
+the same contract as a torch function, runs ~2x faster than ONNX Runtime on our CPU (`cpu_benchmark`), and
+runs only with the torch and on the kind of CPU that built it, with ulvm installed for its scan operator.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UlvmError
 from .io import atomic_file, atomic_write_bytes
 from .runtime import time_ms
 from .ssm import REGISTRY, resolve
@@ -82,20 +88,35 @@ def _input_size(session) -> int:
     return int(session.get_inputs()[0].shape[-1])
 
 
-def onnx_parity(model: torch.nn.Module, path: str | os.PathLike, n: int = 2, seed: int = 0,
-                backend: str = "parallel") -> float:
-    """Max relative error of ONNX Runtime against PyTorch (`model` with `backend`, fp32) on n random images.
+def deployed_runner(path: str | os.PathLike, threads: int = 2):
+    """A deployed file as a NumPy function of (B, 3, S, S) float32 images, and its S: a .pt2 package
+    (`load_pt2`) or an ONNX file (an ONNX Runtime session with `threads` threads)."""
+    if Path(path).suffix == ".pt2":
+        package = load_pt2(path)
 
-    Relative error = max |y_ort - y_torch| / max |y_torch| over all images. Target: <= MAX_PARITY_ERROR.
+        def run(images: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return package(torch.from_numpy(images)).numpy()
+        return run, package.config.input_size
+    session = ort_session(path, threads)
+    return (lambda images: session.run(None, {INPUT_NAME: images})[0]), _input_size(session)
+
+
+def deployed_parity(model: torch.nn.Module, path: str | os.PathLike, n: int = 2, seed: int = 0,
+                    backend: str = "parallel") -> float:
+    """Max relative error of a deployed file (ONNX in ONNX Runtime, or .pt2) against PyTorch (`model` with
+    `backend`, fp32) on n random images, one at a time.
+
+    Relative error = max |y_file - y_torch| / max |y_torch| over all images. Target: <= MAX_PARITY_ERROR.
     """
-    session = ort_session(path)
+    run, size = deployed_runner(path)
     reference = copy.deepcopy(model).cpu().float().eval()
     if hasattr(reference, "set_backend"):
         reference.set_backend(backend)
-    x = _images(n, _input_size(session), seed)
+    x = _images(n, size, seed)
     with torch.no_grad():
         expected = reference(x).numpy()
-    got = np.concatenate([session.run(None, {INPUT_NAME: image[None].numpy()})[0] for image in x])
+    got = np.concatenate([run(image[None].numpy()) for image in x])
     return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
@@ -220,18 +241,88 @@ def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor, backend: str 
     return compiled
 
 
-def aot_compile_for_cpu(model: torch.nn.Module, example: torch.Tensor, package: str | os.PathLike,
-                        backend: str | None = None):
-    """The model of `compile_for_cpu` compiled ahead of time by AOTInductor (torch.export, then Inductor's
-    C++ for the whole graph) into the package file `package` (.pt2), loaded back: a function of an input
-    shaped like `example`. Each call then runs the compiled code with no Dynamo guards and no Python graph
-    call, the fastest batch-1 CPU path we measured (NOTES.md row 23). With "cpp" the package calls our
-    operator: a process that loads it needs that operator loaded first (resolve the "cpp" backend).
+PT2_FORMAT = "ulvm-pt2/1"      # the metadata `export_pt2` writes and `load_pt2` checks
+
+
+def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256, backend: str | None = None) -> Path:
+    """Write the model of `compile_for_cpu` compiled ahead of time by AOTInductor (torch.export, then
+    Inductor's C++ for the whole graph) as a .pt2 package, for CPU float32 inputs (B, 3, size, size), any
+    B >= 1; returns the path (written atomically). Loaded with `load_pt2`, each call runs the compiled code
+    with no Dynamo guards and no Python graph call: the fastest batch-1 CPU path we measured (NOTES.md
+    row 23). The package holds the input size, the scan and the torch version in its metadata.
+
+    A package runs where it was built: same torch, same CPU instruction set (metadata AOTI_CPU_ISA). With
+    the "cpp" scan it calls our operator, which `load_pt2` loads (building it if needed) before the package;
+    the ONNX file (`export_onnx`) is the portable form.
     """
+    from .version import code_version
+
+    backend = (backend or fastest_cpu_backend()) if hasattr(model, "set_backend") else None
+    example = _images(2, size, seed=0)     # batch 2: torch.export fixes a dimension whose example size is 1
+    metadata = {"format": PT2_FORMAT, "input_size": str(size), "scan": backend or "none",
+                "torch": torch.__version__, "code_version": code_version()}
+    buffer = io.BytesIO()
     with torch.no_grad():
-        program = torch.export.export(_cpu_copy(model, backend), (example.cpu().float(),))
-        path = torch._inductor.aoti_compile_and_package(program, package_path=str(package))
-    return torch._inductor.aoti_load_package(path)
+        program = torch.export.export(_cpu_copy(model, backend), (example,),
+                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        torch._inductor.aoti_compile_and_package(program, package_path=buffer,
+                                                 inductor_configs={"aot_inductor.metadata": metadata})
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+class CompiledPackage(torch.nn.Module):
+    """A package of `export_pt2`, loaded (`load_pt2`): probabilities (B, 1, S, S) of CPU float32 images
+    (B, 3, S, S), S = `config.input_size`, like the model it was made from in eval mode."""
+
+    def __init__(self, path: Path, compiled, metadata: dict[str, str]):
+        super().__init__()
+        from .config import Config
+
+        self.path, self.metadata, self._compiled = path, metadata, compiled
+        self.config = Config(input_size=int(metadata["input_size"]))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.config.input_size
+        if images.device.type != "cpu" or images.dtype != torch.float32 or images.shape[1:] != (3, size, size):
+            raise UlvmError(f"{self.path}: takes CPU float32 images (B, 3, {size}, {size}), not "
+                            f"{images.dtype} {tuple(images.shape)} on {images.device}")
+        return self._compiled(images.contiguous())
+
+    def to(self, *args, **kwargs):          # `load_weights(..., device)` moves what it returns
+        device, dtype = torch._C._nn._parse_to(*args, **kwargs)[:2]
+        if (device is not None and device.type != "cpu") or dtype not in (None, torch.float32):
+            raise UlvmError(f"{self.path}: a .pt2 package runs on the CPU in float32 only (its code is compiled "
+                            "for it); use the device cpu, or the checkpoint it was exported from")
+        return self
+
+
+def load_pt2(path: str | os.PathLike) -> CompiledPackage:
+    """A package written by `export_pt2`, loaded for calls; a clear error naming the file when it is not one,
+    was built by another torch, or needs the "cpp" operator where it cannot be built."""
+    path = Path(path)
+    if not path.is_file():
+        raise UlvmError(f"{path}: no such file")
+    try:        # the metadata alone, as torch's own loader first reads it: loading needs our operator first
+        metadata = dict(torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(str(path), "model"))
+    except Exception as error:        # not a zip, a truncated file, a package without a model...
+        raise UlvmError(f"{path}: not a readable .pt2 package ({type(error).__name__}: {error})") from None
+    if metadata.get("format") != PT2_FORMAT:
+        raise UlvmError(f"{path}: not a package of `ulvm export --format pt2` (no {PT2_FORMAT!r} in its metadata)")
+    if metadata["torch"] != torch.__version__:
+        raise UlvmError(f"{path}: built with torch {metadata['torch']}, this is torch {torch.__version__}; a .pt2 "
+                        "package runs with the torch that built it: export it again here")
+    from torch._inductor.codecache import get_device_information
+
+    here = get_device_information("cpu").get("AOTI_CPU_ISA")
+    if metadata.get("AOTI_CPU_ISA") != here:      # running another instruction set's code would crash the process
+        raise UlvmError(f"{path}: compiled for CPUs with {metadata.get('AOTI_CPU_ISA')}, this one has {here}: "
+                        "export it again on this machine (or deploy the portable ONNX file)")
+    if metadata["scan"] == "cpp":
+        with torch.no_grad():
+            reason = REGISTRY["cpp"].why_unavailable(torch.zeros(()))   # builds and loads the operator
+        if reason:
+            raise UlvmError(f"{path}: calls ulvm's C++ scan operator, which cannot run here: {reason}")
+    return CompiledPackage(path, torch._inductor.aoti_load_package(str(path)), metadata).eval()
 
 
 def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats: int = 20, warmup: int = 3,
@@ -244,9 +335,9 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
 
     torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
     threads. `compile=True` (`ulvm bench --onnx --compile`) adds the torch.compile rows (`compile_for_cpu`)
-    and AOTInductor with "cpp" (`aot_compile_for_cpu`): Inductor compiles the unrolled "chunked" scan in ~3
-    minutes on our 2 cores, hence off by default. ONNX and .pt2 files go to `workdir` (default: a temporary
-    directory, removed after).
+    and AOTInductor with "cpp" (`export_pt2`: what `ulvm export --format pt2` writes): Inductor compiles the
+    unrolled "chunked" scan in ~3 minutes on our 2 cores, hence off by default. ONNX and .pt2 files go to
+    `workdir` (default: a temporary directory, removed after).
     """
     from .model import UltraLightVMUNet
 
@@ -278,7 +369,7 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
                 compiled = compile_for_cpu(model, x, backend)
                 add(f"torch.compile {backend}", lambda m=compiled: m(x).numpy())
             if compile and "cpp" in backends:
-                ahead = aot_compile_for_cpu(model, x, directory / "ulvm_cpp.pt2", "cpp")
+                ahead = load_pt2(export_pt2(model, directory / "ulvm_cpp.pt2", size, "cpp"))
                 add("AOTInductor cpp", lambda: ahead(x).numpy())
         fp32 = export_onnx(model, directory / "ulvm_fp32.onnx", size=size)
         feed = {INPUT_NAME: x.numpy()}
@@ -296,18 +387,18 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
     return rows
 
 
-def onnx_pooled_metrics(path: str | os.PathLike, data, split: str = "test", threads: int = 2,
-                        batch_size: int = 8) -> dict[str, float]:
-    """The paper's pooled metrics of an ONNX file on a split of a prepared dataset (normalised the paper's
-    way at the file's input size): how much INT8 quantisation changes the DSC, measured on real images."""
+def deployed_pooled_metrics(path: str | os.PathLike, data, split: str = "test", threads: int = 2,
+                            batch_size: int = 8) -> dict[str, float]:
+    """The paper's pooled metrics of a deployed file (ONNX or .pt2) on a split of a prepared dataset
+    (normalised the paper's way at the file's input size): how much INT8 quantisation, or compiling ahead
+    of time, changes the DSC, measured on real images."""
     from .config import Config
     from .data.tensors import batches, load_data, split_tensors
     from .metrics import confusion_counts, pooled_metrics
 
-    session = ort_session(path, threads)
-    config = Config(input_size=_input_size(session))
+    run, size = deployed_runner(path, threads)
+    config = Config(input_size=size)
     images, masks, _ = split_tensors(load_data(data), split, config, torch.device("cpu"))
-    counts = [confusion_counts(torch.from_numpy(session.run(None, {INPUT_NAME: images[part].numpy()})[0]),
-                               masks[part], config.threshold)
+    counts = [confusion_counts(torch.from_numpy(run(images[part].numpy())), masks[part], config.threshold)
               for part in batches(images.shape[0], batch_size)]
     return pooled_metrics(torch.cat(counts))

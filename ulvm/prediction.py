@@ -8,7 +8,8 @@ resized to the model's input (bilinear, as the paper's preparation), normalised 
 (per-image min-max to 0..255: the paper's per-split z-score changes nothing after it), segmented, and the
 probability map is resized back to the image's ORIGINAL size (bilinear) before thresholding, so the mask
 lies on the photo. Weights: a shipped name (`ulvm.pretrained`), a run folder or its `best.pt`, a weights
-file, or an official UltraLight VM-UNet `.pth` (a plain state dict of the ×4 model).
+file, an official UltraLight VM-UNet `.pth` (a plain state dict of the ×4 model), or a `.pt2` package of
+`ulvm export --format pt2` (the fastest on a CPU; CPU only).
 """
 from __future__ import annotations
 
@@ -40,12 +41,19 @@ from .runtime import resolve_device
 
 def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", device: str = "cpu",
                  backend: str = "auto") -> torch.nn.Module:
-    """A model in eval mode from a shipped name, a run folder, a checkpoint / weights file or an official .pth."""
+    """A model in eval mode from a shipped name, a run folder, a checkpoint / weights file, an official .pth,
+    or a .pt2 package (`ulvm.export.load_pt2`)."""
     if isinstance(weights, torch.nn.Module):
         return weights.to(device).eval()
     if str(weights) in available():
         return load_pretrained(str(weights), device, backend)
     path = Path(weights)
+    if path.suffix == ".pt2":         # compiled ahead of time by `ulvm export --format pt2`: CPU only
+        from .export import load_pt2
+
+        if backend != "auto":
+            raise UlvmError(f"{path}: the scan is compiled into the package ({backend!r} cannot be chosen)")
+        return load_pt2(path).to(device)
     if path.is_dir():
         path = path / "best.pt"
     if not path.is_file():
@@ -57,6 +65,12 @@ def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", devi
     else:  # official weights: a state dict of the paper's model
         model = load_model_state(build_model(Config(), backend), checkpoint).eval()
     return model.to(device).eval()
+
+
+def _device_for(weights, device: str) -> torch.device:
+    """`device` resolved; "auto" is the CPU for a .pt2 package, whose code is compiled for it."""
+    is_package = isinstance(weights, (str, os.PathLike)) and Path(weights).suffix == ".pt2"
+    return resolve_device("cpu" if is_package and device == "auto" else device)
 
 
 def as_rgb(image, name: str = "image") -> np.ndarray:
@@ -100,7 +114,7 @@ def predict(images, weights="isic2017", *, threshold: float = 0.5, device: str =
     """
     single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
     items = [images] if single else list(images)
-    device = resolve_device(device)
+    device = _device_for(weights, device)
     model = load_weights(weights, device, backend)
     size = size or getattr(getattr(model, "config", None), "input_size", 256)
     rgb = [as_rgb(item, str(item) if isinstance(item, (str, os.PathLike)) else f"image {i}")
@@ -141,7 +155,7 @@ def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, ove
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         raise UlvmError(f"several inputs share the name {duplicates[0]!r}: their masks would overwrite each other")
-    device = resolve_device(device)
+    device = _device_for(weights, device)
     model = load_weights(weights, device, backend)
     size = getattr(getattr(model, "config", None), "input_size", 256)
     out_dir, report = Path(out_dir), PredictReport()
