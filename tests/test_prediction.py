@@ -1,4 +1,5 @@
 """`ulvm predict` / `ulvm.predict` on images of any size and format, and `ulvm export` to ONNX."""
+import json
 import subprocess
 import sys
 
@@ -67,6 +68,34 @@ def test_the_python_api_takes_arrays_pil_images_and_paths(photos):
     assert ulvm.predict(image, device="cpu").shape == (180, 240)          # one image in, one mask out
 
 
+def test_masks_are_scored_against_expert_masks_named_like_the_images(tmp_path):
+    """`--truth FOLDER --report JSON`: each mask against its expert mask (found by name, suffix detected);
+    an image without one, or with one of another size, is predicted but not scored, and says why."""
+    photos, truth = tmp_path / "photos", tmp_path / "truth"
+    for i, (height, width) in enumerate([(230, 310), (200, 260), (180, 240), (150, 150)]):
+        image, blob = _dermoscopy_like(height, width, seed=i)
+        photos.mkdir(exist_ok=True), truth.mkdir(exist_ok=True)
+        Image.fromarray(image).save(photos / f"p{i}.jpg", quality=92)
+        if i < 3:   # p3 has no expert mask; p2's is of another size
+            Image.fromarray(blob.astype(np.uint8) * 255 if i < 2 else np.zeros((10, 10), np.uint8)).save(
+                truth / f"p{i}_mask.png")
+    report = tmp_path / "report.json"
+    assert main(["predict", str(photos), "--out", str(tmp_path / "out"), "--device", "cpu", "--no-progress",
+                 "--truth", str(truth), "--report", str(report)]) == 0
+    record = json.loads(report.read_text())
+    agreement = record["agreement"]
+    assert agreement["images"] == 2 and set(agreement["per_image_dsc"]) == {"p0", "p1"}
+    assert 0 <= agreement["pooled"]["dsc"] <= 1 and record["predicted"] == 4 and record["seconds"] > 0
+    assert "no expert mask for it" in record["unscored"][str(photos / "p3.jpg")]
+    assert "size" in record["unscored"][str(photos / "p2.jpg")]
+    assert record["code_version"] and record["device"] == "cpu"
+    (tmp_path / "other").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "other" / "q0_mask.png")
+    with pytest.raises(UlvmError, match="other: no mask's name is an input image's name"):
+        predict_files([photos / "p0.jpg"], tmp_path / "out2", truth=tmp_path / "other", progress=False)
+    assert not (tmp_path / "out2").exists()                # refused before anything was written
+
+
 def test_unknown_weights_and_empty_inputs_are_clear_errors(tmp_path):
     with pytest.raises(UlvmError, match="no such weights file or run folder, and not a shipped model"):
         ulvm.predict(np.zeros((8, 8, 3), np.uint8), weights=tmp_path / "nope.pt")
@@ -77,15 +106,16 @@ def test_unknown_weights_and_empty_inputs_are_clear_errors(tmp_path):
 def test_the_shipped_model_segments_real_ph2_photos_at_their_size(realdata, tmp_path):
     """PH2 was never seen in training (the model's external test set): 12 photos, ~765x574, as a user has them."""
     images = sorted((realdata / "PH2" / "images").glob("*.png"))[::17]
-    report = predict_files(images, tmp_path, "isic2017", device="cpu", progress=False)
-    assert not report.failed
-    scores = []
+    report = predict_files(images, tmp_path, "isic2017", device="cpu", progress=False,
+                           truth=realdata / "PH2" / "masks")             # IMDxxx_lesion.png, the original size
+    assert not report.failed and not report.unscored
     for image in images:
         predicted = np.asarray(Image.open(tmp_path / f"{image.stem}_mask.png")) > 127
         truth = np.asarray(Image.open(realdata / "PH2" / "masks" / f"{image.stem}_lesion.png")) > 127
         assert predicted.shape == truth.shape
-        scores.append(2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
-    assert np.mean(scores) > 0.85, scores       # the model's pooled PH2 DSC at 256²: 0.905
+        dsc = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
+        assert report.agreement()["per_image_dsc"][image.stem] == pytest.approx(dsc, abs=1e-6)
+    assert report.agreement()["mean_dsc"] > 0.85       # the model's pooled PH2 DSC at 256²: 0.905
 
 
 def test_export_writes_an_onnx_file_that_runs_without_ulvm(tmp_path):

@@ -296,16 +296,22 @@ class CompiledPackage(torch.nn.Module):
         return self
 
 
+def pt2_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a .pt2 package, read without loading it (as torch's own loader first reads it:
+    loading needs our operator first); a clear error naming the file when it is not a package."""
+    if not Path(path).is_file():
+        raise UlvmError(f"{path}: no such file")
+    try:
+        return dict(torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(str(path), "model"))
+    except Exception as error:        # not a zip, a truncated file, a package without a model...
+        raise UlvmError(f"{path}: not a readable .pt2 package ({type(error).__name__}: {error})") from None
+
+
 def load_pt2(path: str | os.PathLike) -> CompiledPackage:
     """A package written by `export_pt2`, loaded for calls; a clear error naming the file when it is not one,
     was built by another torch, or needs the "cpp" operator where it cannot be built."""
     path = Path(path)
-    if not path.is_file():
-        raise UlvmError(f"{path}: no such file")
-    try:        # the metadata alone, as torch's own loader first reads it: loading needs our operator first
-        metadata = dict(torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(str(path), "model"))
-    except Exception as error:        # not a zip, a truncated file, a package without a model...
-        raise UlvmError(f"{path}: not a readable .pt2 package ({type(error).__name__}: {error})") from None
+    metadata = pt2_metadata(path)
     if metadata.get("format") != PT2_FORMAT:
         raise UlvmError(f"{path}: not a package of `ulvm export --format pt2` (no {PT2_FORMAT!r} in its metadata)")
     if metadata["torch"] != torch.__version__:

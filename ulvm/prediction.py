@@ -14,6 +14,7 @@ file, an official UltraLight VM-UNet `.pth` (a plain state dict of the ×4 model
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -25,14 +26,15 @@ from PIL import Image, ImageOps
 
 from .checkpoint import load_model_state, model_from_checkpoint, read_checkpoint
 from .config import Config
-from .data.checks import read_image
+from .data.checks import read_image, read_mask
 from .data.dataset import paper_normalize
-from .data.layouts import IMAGE_SUFFIXES
+from .data.layouts import IMAGE_SUFFIXES, KNOWN_MASK_SUFFIXES, detect_mask_suffix
 from .data.prepare import png_bytes
 from .data.tensors import batches
 from .errors import DataError, UlvmError
 from .inference import overlay
 from .io import atomic_write_bytes
+from .metrics import confusion_counts, per_image_metrics, pooled_metrics
 from .model import build_model
 from .pretrained import available, load_pretrained
 from .progress import progress_bar
@@ -136,18 +138,50 @@ def image_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
+def expert_masks(images: list[Path], folder: str | os.PathLike) -> dict[Path, Path]:
+    """The expert mask in `folder` of each image that has one, matched by name as `ulvm prepare` matches a
+    custom dataset's: the image's stem plus the suffix that matches the most ("", "_lesion" as PH2,
+    "_segmentation" as ISIC, "_mask", ...)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UlvmError(f"{folder}: no such folder of expert masks")
+    masks = {p.stem: p for p in image_files([folder]) if p not in set(images)}    # not the images themselves
+    try:
+        suffix = detect_mask_suffix({p.stem for p in images}, list(masks), folder)
+    except DataError:
+        raise DataError(f"{folder}: no mask's name is an input image's name plus one of the suffixes "
+                        f"{', '.join(repr(s) for s in KNOWN_MASK_SUFFIXES)}") from None
+    return {image: masks[image.stem + suffix] for image in images if image.stem + suffix in masks}
+
+
 @dataclass
 class PredictReport:
     written: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)     # input -> why it was skipped
+    counts: dict[str, list[int]] = field(default_factory=dict)   # input -> TP, FP, FN, TN against its expert mask
+    unscored: dict[str, str] = field(default_factory=dict)   # input (predicted) -> why it has no score
+    seconds: float = 0.0                                       # reading, predicting and writing, all inputs
+    device: str = ""                                           # where the model ran
+
+    def agreement(self) -> dict:
+        """How the masks agree with the expert masks: the paper's pooled metrics over every scored pixel,
+        the mean per-image DSC, and each image's DSC."""
+        if not self.counts:
+            return {"images": 0}
+        counts = np.array(list(self.counts.values()))
+        dsc = per_image_metrics(counts)["dsc"]
+        return {"images": len(counts), "pooled": pooled_metrics(counts), "mean_dsc": float(dsc.mean()),
+                "per_image_dsc": {Path(name).stem: round(float(d), 6) for name, d in zip(self.counts, dsc)}}
 
 
 def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, overlay_images: bool = False,
                   threshold: float = 0.5, device: str = "auto", backend: str = "auto", batch_size: int = 8,
-                  progress: bool = True) -> PredictReport:
+                  progress: bool = True, truth: str | os.PathLike | None = None) -> PredictReport:
     """Write `OUT/<stem>_mask.png` (0/255, original size) and with `overlay_images` `OUT/<stem>_overlay.png`
     for every image in `inputs`. Unreadable inputs are reported in the result and skipped; each file is
-    written atomically, so nothing is half-written."""
+    written atomically, so nothing is half-written. With `truth`, a folder of expert masks (`expert_masks`),
+    each mask is also scored against its expert mask (`PredictReport.agreement`)."""
+    started = time.perf_counter()
     files = image_files(inputs)
     if not files:
         raise UlvmError(f"no images found in {', '.join(map(str, inputs))} (suffixes: {', '.join(IMAGE_SUFFIXES)})")
@@ -155,10 +189,11 @@ def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, ove
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         raise UlvmError(f"several inputs share the name {duplicates[0]!r}: their masks would overwrite each other")
+    experts = expert_masks(files, truth) if truth is not None else {}
     device = _device_for(weights, device)
     model = load_weights(weights, device, backend)
     size = getattr(getattr(model, "config", None), "input_size", 256)
-    out_dir, report = Path(out_dir), PredictReport()
+    out_dir, report = Path(out_dir), PredictReport(device=str(device))
     with progress_bar(total=len(files), disable=not progress, unit="img", desc="predict") as bar:
         for part in batches(len(files), batch_size):
             readable = []
@@ -174,5 +209,21 @@ def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, ove
                 if overlay_images:
                     report.written.append(atomic_write_bytes(out_dir / f"{path.stem}_overlay.png",
                                                              png_bytes(overlay(rgb, predicted))))
+                if truth is not None:
+                    _score(report, path, predicted, experts.get(path), truth)
             bar.update(part.stop - part.start)
+    report.seconds = time.perf_counter() - started
     return report
+
+
+def _score(report: PredictReport, image: Path, predicted: np.ndarray, expert: Path | None, folder) -> None:
+    if expert is None:
+        report.unscored[str(image)] = f"no expert mask for it in {folder}"
+        return
+    try:                            # checked as `ulvm prepare` checks a mask: its image's size, values 0/255
+        mask = read_mask(expert, (predicted.shape[1], predicted.shape[0]))[0] > 127
+    except (DataError, OSError) as error:
+        report.unscored[str(image)] = str(error)
+        return
+    as_batch = [torch.from_numpy(m[None, None].astype(np.float32)) for m in (predicted, mask)]
+    report.counts[str(image)] = confusion_counts(*as_batch)[0].tolist()

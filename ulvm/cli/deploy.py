@@ -28,6 +28,11 @@ def register(sub) -> None:
                    help="selective-scan backend (default auto); on a CPU 'cpp' runs the model about twice as fast "
                         "(its first use compiles it: about a minute)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--truth", type=Path, metavar="FOLDER",
+                   help="a folder of expert masks (named like the images, or with _lesion, _segmentation, _mask...): "
+                        "also score each mask against its expert mask (DSC, IoU...)")
+    p.add_argument("--report", type=Path, metavar="JSON",
+                   help="write what was predicted, how long it took and, with --truth, the scores as JSON here")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=_predict)
 
@@ -61,12 +66,40 @@ def _predict(args: argparse.Namespace) -> int:
 
     report = predict_files(args.inputs, args.out, args.weights, overlay_images=args.overlay,
                            threshold=args.threshold, device=args.device, backend=args.backend,
-                           batch_size=args.batch_size, progress=args.progress)
+                           batch_size=args.batch_size, progress=args.progress, truth=args.truth)
     for path, why in report.failed.items():
         print(f"ulvm predict: skipped {path}: {why}", file=sys.stderr)
     masks = sum(1 for p in report.written if p.name.endswith("_mask.png"))
-    print(f"predicted {masks} image(s) into {args.out}" + (f"; {len(report.failed)} failed" if report.failed else ""))
+    print(f"predicted {masks} image(s) into {args.out} in {report.seconds:.1f} s"
+          + (f"; {len(report.failed)} failed" if report.failed else ""))
+    agreement = report.agreement()
+    if args.truth is not None:
+        for path, why in report.unscored.items():
+            print(f"ulvm predict: not scored {path}: {why}", file=sys.stderr)
+        if agreement["images"]:
+            pooled = agreement["pooled"]
+            print(f"against the expert masks of {agreement['images']} image(s): pooled DSC {pooled['dsc']:.4f}, "
+                  f"IoU {pooled['iou']:.4f}, SE {pooled['se']:.4f}, SP {pooled['sp']:.4f}; mean DSC per image "
+                  f"{agreement['mean_dsc']:.4f}")
+    if args.report:
+        _write_predict_report(args, report, masks, agreement)
     return 1 if report.failed else 0
+
+
+def _write_predict_report(args: argparse.Namespace, report, masks: int, agreement: dict) -> None:
+    from ..export import pt2_metadata
+    from ..io import atomic_write_json
+    from ..runtime import describe_machine
+    from ..version import code_version
+
+    package = pt2_metadata(args.weights) if Path(args.weights).suffix == ".pt2" else None
+    atomic_write_json(args.report, {
+        "weights": str(args.weights), "package": package, "inputs": [str(i) for i in args.inputs],
+        "truth": str(args.truth) if args.truth else None, "threshold": args.threshold, "device": report.device,
+        "backend": args.backend, "batch_size": args.batch_size, "predicted": masks, "failed": report.failed,
+        "unscored": report.unscored, "seconds": round(report.seconds, 3), "agreement": agreement,
+        "code_version": code_version(), "machine": describe_machine(report.device)})
+    print(f"written {args.report}")
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -140,7 +140,7 @@ def ph2_samples(src: str | Path) -> list[RawSample]:
     return _pair(images, masks, src, _ph2_diagnoses_below(src))
 
 
-def _detect_mask_suffix(image_ids: set[str], mask_stems: list[str], src: Path) -> str:
+def detect_mask_suffix(image_ids: set[str], mask_stems: list[str], src: Path) -> str:
     """The mask-name suffix that matches the most images (ties: the shorter, i.e. earlier, one)."""
     def matches(suffix: str) -> int:
         return sum(1 for s in mask_stems if s.endswith(suffix) and s[: len(s) - len(suffix)] in image_ids)
@@ -167,7 +167,7 @@ def folder_samples(src: str | Path, mask_suffix: str | None = None) -> list[RawS
     mask_files = [p for p in _files(mask_dir, "*") if p.suffix.lower() in IMAGE_SUFFIXES]
     images = _unique_by_id(image_files, lambda p: p.stem, "image")
     if mask_suffix is None:
-        mask_suffix = _detect_mask_suffix(set(images), [p.stem for p in mask_files], src)
+        mask_suffix = detect_mask_suffix(set(images), [p.stem for p in mask_files], src)
 
     def mask_id(path: Path) -> str:
         return path.stem[: len(path.stem) - len(mask_suffix)] if path.stem.endswith(mask_suffix) else path.stem
