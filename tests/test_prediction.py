@@ -203,6 +203,8 @@ def test_a_pt2_package_refuses_what_it_cannot_do_with_a_clear_error(package, tmp
         load_pt2(package)
     assert main(["export", "--out", str(tmp_path / "m.pt2"), "--quantize", "int8"]) == 2
     assert main(["export", "--format", "pt2", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--weights", str(package), "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert "--quantize and --opset are for --format onnx" in err and "must end in .pt2" in err
+    assert "is already compiled; export from the checkpoint" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.pt2"]       # nothing written

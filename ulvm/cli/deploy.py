@@ -110,6 +110,8 @@ def _export(args: argparse.Namespace) -> int:
     file_format = args.format or ("pt2" if args.out.suffix == ".pt2" else "onnx")
     if file_format == "pt2" and (args.quantize or args.opset is not None):
         raise UlvmError("--quantize and --opset are for --format onnx; a .pt2 package is float32")
+    if Path(str(args.weights)).suffix == ".pt2":
+        raise UlvmError(f"{args.weights}: a .pt2 package is already compiled; export from the checkpoint it came from")
     if file_format == "pt2" and args.out.suffix != ".pt2":
         raise UlvmError(f"{args.out}: a .pt2 package's name must end in .pt2 (torch expects it)")
     model = load_weights(args.weights, "cpu")
