@@ -2,6 +2,8 @@
 import json
 import shutil
 
+import pytest
+
 from helpers import write_tiny_prepared
 from ulvm.cli import main
 from ulvm.throughput import measure_throughput, start_mps
@@ -82,3 +84,14 @@ def test_a_failing_k_is_recorded_and_what_was_measured_before_it_is_kept(tmp_pat
     assert rows[1] == {"mps": "off", "k": 2, "failed": "1 of 2 training processes failed; see x.log "
                                                           "(killed by signal 9, e.g. out of host memory)"}
     assert throughput._exit_reason(3) == "exit code 3"
+
+
+def test_a_grid_estimate_from_wall_time_counts_start_and_first_epoch():
+    from ulvm.throughput import grid_minutes, grid_wall_minutes
+
+    row = {"k": 14, "wall_s": 79.0, "mean_epoch_s": 3.3, "epochs_per_min": 14 * 60 / 3.3}
+    by_rate = grid_minutes(row["epochs_per_min"], runs=14, epochs=250)
+    assert by_rate == pytest.approx(250 * 3.3 / 60)
+    # three measured epochs took 79 s, where the steady rate says 9.9 s: the difference is start and compilation
+    assert grid_wall_minutes(row, measured_epochs=3, epochs=250) == pytest.approx(by_rate + (79 - 3 * 3.3) / 60)
+

@@ -146,3 +146,12 @@ def grid_minutes(epochs_per_min: float, runs: int, epochs: int) -> float:
     `epochs_per_min` (all runs together, from `measure_throughput`): an estimate that leaves out each run's
     start, its first epoch (compilation, graph capture) and its tests."""
     return runs * epochs / epochs_per_min
+
+
+def grid_wall_minutes(row: dict, measured_epochs: int, epochs: int) -> float:
+    """Minutes for K runs of `epochs` epochs each, all at once, from a `measure_throughput` row of the same K
+    runs of `measured_epochs` epochs: its wall time (the runs' start, their first epoch with its compilation
+    and graph capture, the other epochs) plus the missing epochs at its steady epoch time. Closer to a real
+    grid than `grid_minutes`; it still leaves out the tests after training."""
+    return (row["wall_s"] + (epochs - measured_epochs) * row["mean_epoch_s"]) / 60
+
