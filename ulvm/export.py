@@ -50,9 +50,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, size: int = 256
 
     Written atomically: a reader never sees a half-written file.
     """
-    export_model = copy.deepcopy(model).cpu().float().eval()
-    if hasattr(export_model, "set_backend"):
-        export_model.set_backend("chunked")
+    export_model = _cpu_copy(model, "chunked")
     example = torch.rand(1, 3, size, size) * 255
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -110,9 +108,7 @@ def deployed_parity(model: torch.nn.Module, path: str | os.PathLike, n: int = 2,
     Relative error = max |y_file - y_torch| / max |y_torch| over all images. Target: <= MAX_PARITY_ERROR.
     """
     run, size = deployed_runner(path)
-    reference = copy.deepcopy(model).cpu().float().eval()
-    if hasattr(reference, "set_backend"):
-        reference.set_backend(backend)
+    reference = _cpu_copy(model, backend)
     x = _images(n, size, seed)
     with torch.no_grad():
         expected = reference(x).numpy()
