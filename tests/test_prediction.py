@@ -173,9 +173,11 @@ def test_a_pt2_package_predicts_in_a_fresh_process_what_the_checkpoint_predicts(
 
     assert load_pt2(package).metadata["scan"] == "cpp" and not list(package.parent.glob(".*.tmp"))
     done = subprocess.run([sys.executable, "-m", "ulvm", "predict", str(photos), "--weights", str(package),
-                           "--out", str(tmp_path), "--device", "cpu", "--no-progress"],
+                           "--out", str(tmp_path), "--device", "cpu", "--no-progress",
+                           "--report", str(tmp_path / "report.json")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "report.json").read_text())["package"]["input_size"] == "64"
     for image in sorted(photos.glob("[a-e]*")):
         mask = np.asarray(Image.open(tmp_path / f"{image.stem}_mask.png"))
         expected = ulvm.predict(image, device="cpu", size=64)

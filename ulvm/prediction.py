@@ -145,7 +145,8 @@ def expert_masks(images: list[Path], folder: str | os.PathLike) -> dict[Path, Pa
     folder = Path(folder)
     if not folder.is_dir():
         raise UlvmError(f"{folder}: no such folder of expert masks")
-    masks = {p.stem: p for p in image_files([folder]) if p not in set(images)}    # not the images themselves
+    inputs = set(images)
+    masks = {p.stem: p for p in image_files([folder]) if p not in inputs}          # not the images themselves
     try:
         suffix = detect_mask_suffix({p.stem for p in images}, list(masks), folder)
     except DataError:
@@ -162,6 +163,7 @@ class PredictReport:
     unscored: dict[str, str] = field(default_factory=dict)   # input (predicted) -> why it has no score
     seconds: float = 0.0                                       # reading, predicting and writing, all inputs
     device: str = ""                                           # where the model ran
+    package: dict[str, str] | None = None                      # a .pt2 package's metadata (`load_pt2`)
 
     def agreement(self) -> dict:
         """How the masks agree with the expert masks: the paper's pooled metrics over every scored pixel,
@@ -193,7 +195,7 @@ def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, ove
     device = _device_for(weights, device)
     model = load_weights(weights, device, backend)
     size = getattr(getattr(model, "config", None), "input_size", 256)
-    out_dir, report = Path(out_dir), PredictReport(device=str(device))
+    out_dir, report = Path(out_dir), PredictReport(device=str(device), package=getattr(model, "metadata", None))
     with progress_bar(total=len(files), disable=not progress, unit="img", desc="predict") as bar:
         for part in batches(len(files), batch_size):
             readable = []

@@ -87,14 +87,12 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _write_predict_report(args: argparse.Namespace, report, masks: int, agreement: dict) -> None:
-    from ..export import pt2_metadata
     from ..io import atomic_write_json
     from ..runtime import describe_machine
     from ..version import code_version
 
-    package = pt2_metadata(args.weights) if Path(args.weights).suffix == ".pt2" else None
     atomic_write_json(args.report, {
-        "weights": str(args.weights), "package": package, "inputs": [str(i) for i in args.inputs],
+        "weights": str(args.weights), "package": report.package, "inputs": [str(i) for i in args.inputs],
         "truth": str(args.truth) if args.truth else None, "threshold": args.threshold, "device": report.device,
         "backend": args.backend, "batch_size": args.batch_size, "predicted": masks, "failed": report.failed,
         "unscored": report.unscored, "seconds": round(report.seconds, 3), "agreement": agreement,
