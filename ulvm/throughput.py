@@ -104,8 +104,8 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
     """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, `together` of them in
     each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured).
     A K whose training processes fail gets a row saying why, and the larger Ks of that mode are not tried
-    (they need more of what ran out). `on_row(rows)` is called after every row, so a caller can keep what
-    was measured before a later K fails or the command is killed."""
+    (they need more of what ran out). `on_row(rows)` is called after every row (measured, failed or
+    unavailable), so a caller can keep what was measured before a later K fails or the command is killed."""
     if together < 1:
         raise RunError(f"runs per process (--together) must be at least 1, not {together}")
     rows = []
@@ -113,6 +113,7 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
         why = start_mps() if mode == "on" else ""
         if why:
             rows.append({"mps": mode, "unavailable": why})
+            on_row(rows)
             progress(f"MPS on: not measured ({why})")
             continue
         try:

@@ -94,7 +94,6 @@ def run_throughput(args: argparse.Namespace) -> int:
                               profile=args.profile, device=args.device, gpus=tuple(args.gpus),
                               overrides=tuple(args.overrides), together=args.together,
                               settings=("--compile",) if args.compile else (), on_row=keep)
-    keep(rows)
     if args.out:
         print(f"written {args.out}")
     return 1 if any("failed" in row for row in rows) else 0
