@@ -12,14 +12,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ulvm"
 LEVELS = {
     "errors": 0, "io": 0, "version": 0, "paper": 0, "progress": 0,
     "config": 1,
-    "ssm": 2, "metrics": 2, "losses": 2, "runtime": 2,
+    "cpp": 2, "ssm": 2, "metrics": 2, "losses": 2, "runtime": 2,
     "model": 3, "baselines": 3, "data": 3,
     "complexity": 4, "checkpoint": 4, "graphs": 4, "optim": 4, "inference": 4, "runs": 4, "pretrained": 4,
     "train": 5, "evaluate": 5, "bench": 5, "prediction": 5, "export": 5,
     "experiments": 6, "sweep": 6, "throughput": 6, "book": 6, "reproduce": 6, "plots": 6,
     "cli": 7, "__init__": 7, "__main__": 7,
 }
-LOWER_ROOMS = ("data", "model", "ssm", "config")
+LOWER_ROOMS = ("data", "model", "ssm", "cpp", "config")
 ENGINE = ("train", "evaluate", "experiments", "sweep", "reproduce", "book", "bench", "prediction", "export")
 
 

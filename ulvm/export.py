@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cpp import direct_convolutions_
 from .errors import UlvmError
 from .io import atomic_file, atomic_write_bytes
 from .runtime import time_ms
@@ -213,13 +214,16 @@ def fastest_cpu_backend() -> str:
 
 def _cpu_copy(model: torch.nn.Module, backend: str | None) -> torch.nn.Module:
     """A CPU fp32 eval copy of `model` on scan `backend` (default `fastest_cpu_backend()`), resolved (and
-    "cpp" built and loaded) before anything traces it: see `ulvm.ssm.cpu_scan`."""
+    "cpp" built and loaded) before anything traces it: see `ulvm.ssm.cpu_scan`. With "cpp", its convolutions
+    with few output channels also run on our C++ operator (`ulvm.cpp.direct_convolutions_`)."""
     copied = copy.deepcopy(model).cpu().float().eval()
     if hasattr(copied, "set_backend"):
         backend = backend or fastest_cpu_backend()
         with torch.no_grad():
             resolve(backend, torch.zeros(()))
         copied.set_backend(backend)
+        if backend == "cpp":
+            direct_convolutions_(copied)
     return copied
 
 
@@ -248,8 +252,8 @@ def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256,
     row 23). The package holds the input size, the scan and the torch version in its metadata.
 
     A package runs where it was built: same torch, same CPU instruction set (metadata AOTI_CPU_ISA). With
-    the "cpp" scan it calls our operator, which `load_pt2` loads (building it if needed) before the package;
-    the ONNX file (`export_onnx`) is the portable form.
+    the "cpp" scan it calls our C++ operators (`ulvm.cpp`), which `load_pt2` loads (building them if needed)
+    before the package; the ONNX file (`export_onnx`) is the portable form.
     """
     from .version import code_version
 
@@ -323,7 +327,7 @@ def load_pt2(path: str | os.PathLike) -> CompiledPackage:
         with torch.no_grad():
             reason = REGISTRY["cpp"].why_unavailable(torch.zeros(()))   # builds and loads the operator
         if reason:
-            raise UlvmError(f"{path}: calls ulvm's C++ scan operator, which cannot run here: {reason}")
+            raise UlvmError(f"{path}: calls ulvm's C++ operators, which cannot run here: {reason}")
     return CompiledPackage(path, torch._inductor.aoti_load_package(str(path)), metadata).eval()
 
 

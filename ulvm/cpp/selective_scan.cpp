@@ -1,5 +1,5 @@
-// The selective scan as one fused C++ loop for CPU inference: backend "cpp" (ulvm/ssm/cpu_scan.py builds
-// and loads it). The twin of mamba-ssm's selective_scan_fwd, forward only, fp32 and fp64.
+// The selective scan as one fused C++ loop for CPU inference: backend "cpp" (ulvm/ssm/cpu_scan.py calls it,
+// ulvm/cpp/__init__.py builds it). The twin of mamba-ssm's selective_scan_fwd, forward only, fp32 and fp64.
 //
 // Glossary (as in ulvm/ssm/scan.py): batch b, inner channels E (index d), sequence length L (index t),
 // state size N (index n).
@@ -103,7 +103,7 @@ at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at
 
 }  // namespace
 
-TORCH_LIBRARY(ulvm, m) {
+TORCH_LIBRARY_FRAGMENT(ulvm, m) {        // a fragment: each source of the library defines its own operators
   m.def("selective_scan(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
         "Tensor? delta_bias, bool delta_softplus) -> Tensor");
 }
