@@ -78,7 +78,7 @@ class DirectConv2d(nn.Conv2d):
 
 
 # oneDNN computes output channels in blocks of 8 floats (AVX2): with fewer, the direct loop was faster at every
-# such layer of the model, and with 8 or more slower at every one (NOTES.md row 29)
+# such layer of the model; with 8 or more, no faster at any (NOTES.md row 29)
 FEW_OUTPUTS = 8
 
 
