@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,3 +27,19 @@ def test_train_seeds_needs_one_folder_per_seed(tmp_path, capsys):
         assert main(["train", "--data", str(tmp_path), "--seeds", "42", "43", *flags]) == 2
         assert "name the run folders with {seed} in --out" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())                       # refused before anything was written
+
+
+def test_sweep_and_throughput_pass_their_run_flags_to_every_run():
+    """`ulvm sweep` / `ulvm throughput` hand the same `ulvm train` flags to each run; a bad batch is refused."""
+    from ulvm.cli import build_parser
+    from ulvm.cli.sweep import run_flags
+    from ulvm.errors import UlvmError
+
+    parser = build_parser()
+    args = parser.parse_args(["sweep", "grid.yaml", "--threads", "2", "--compile", "--eval-batch-size", "50"])
+    assert run_flags(args) == ("--threads", "2", "--compile", "--eval-batch-size", "50")
+    args = parser.parse_args(["throughput", "--data", "d", "--eval-batch-size", "16"])
+    assert run_flags(args) == ("--eval-batch-size", "16")
+    assert run_flags(parser.parse_args(["sweep", "grid.yaml"])) == ()
+    with pytest.raises(UlvmError, match="--eval-batch-size 0: must be at least 1"):
+        run_flags(parser.parse_args(["sweep", "grid.yaml", "--eval-batch-size", "0"]))

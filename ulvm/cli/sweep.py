@@ -31,6 +31,8 @@ def register(sub) -> None:
     sweep.add_argument("--device", default="auto", help="--device of every run: auto | cpu | cuda (default auto)")
     sweep.add_argument("--threads", type=int, help="--threads of every run (CPU threads for torch)")
     sweep.add_argument("--compile", action="store_true", help="--compile of every run (CUDA: a compiled step)")
+    sweep.add_argument("--eval-batch-size", type=int, metavar="B",
+                       help="--eval-batch-size of every run (validation/test batch; larger: fewer launches)")
     sweep.add_argument("--allow-dirty", action="store_true",
                        help="record runs of a tree with uncommitted changes (the records say so)")
     sweep.set_defaults(func=run_sweep)
@@ -54,9 +56,25 @@ def register(sub) -> None:
                    help="runs per process (default 1): P > 1 trains P runs in each `ulvm train --seeds` process, "
                         "taking turns on their own CUDA streams")
     p.add_argument("--compile", action="store_true", help="train with --compile (CUDA: a compiled step)")
+    p.add_argument("--eval-batch-size", type=int, metavar="B", help="train with --eval-batch-size B (validation)")
     p.add_argument("--runs", type=Path, default=Path("runs/throughput"), help="run folders (default runs/throughput)")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here (e.g. book/results/bench/)")
     p.set_defaults(func=run_throughput)
+
+
+def run_flags(args: argparse.Namespace) -> tuple[str, ...]:
+    """The `ulvm train` / `ulvm test` flags that every run of a sweep or throughput measurement gets."""
+    flags: tuple[str, ...] = ()
+    if getattr(args, "threads", None) is not None:
+        flags += ("--threads", str(args.threads))
+    if args.compile:
+        flags += ("--compile",)
+    if args.eval_batch_size is not None:
+        if args.eval_batch_size < 1:
+            from ..errors import UlvmError
+            raise UlvmError(f"--eval-batch-size {args.eval_batch_size}: must be at least 1")
+        flags += ("--eval-batch-size", str(args.eval_batch_size))
+    return flags
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -72,11 +90,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         grid = replace(grid, data=args.data)
     if args.test_on is not None:
         grid = replace(grid, test_on=tuple(args.test_on))
-    settings = (("--threads", str(args.threads)) if args.threads is not None else ()) + (
-        ("--compile",) if args.compile else ())
     result = sweep(grid, args.runs, args.record, dry_run=args.dry_run, scheduler=args.scheduler,
-                   workers=args.workers, runs_per_gpu=args.runs_per_gpu, device=args.device, settings=settings,
-                   allow_dirty=args.allow_dirty)
+                   workers=args.workers, runs_per_gpu=args.runs_per_gpu, device=args.device,
+                   settings=run_flags(args), allow_dirty=args.allow_dirty)
     return 0 if result.ok else 1
 
 
@@ -93,7 +109,7 @@ def run_throughput(args: argparse.Namespace) -> int:
     rows = measure_throughput(args.data, args.runs, ks=tuple(args.ks), mps=tuple(args.mps), epochs=args.epochs,
                               profile=args.profile, device=args.device, gpus=tuple(args.gpus),
                               overrides=tuple(args.overrides), together=args.together,
-                              settings=("--compile",) if args.compile else (), on_row=keep)
+                              settings=run_flags(args), on_row=keep)
     if args.out:
         print(f"written {args.out}")
     return 1 if any("failed" in row for row in rows) else 0
@@ -109,6 +125,7 @@ def _throughput_header(args: argparse.Namespace) -> dict:
 
     gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if args.device != "cpu" else None
     return {"epochs": args.epochs, "profile": args.profile, "overrides": args.overrides, "compile": args.compile,
+            "eval_batch_size": args.eval_batch_size,
             "data": str(args.data), "gpus": args.gpus,
             "gpu": gpu.stdout.strip() if gpu and gpu.returncode == 0 else None,
             "machine": {**describe_machine(args.device), "cpu_cores": os.cpu_count()},
