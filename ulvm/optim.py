@@ -15,7 +15,8 @@ def build_optimizer(model: torch.nn.Module, config: Config, capturable: bool = F
     """AdamW and CosineAnnealingLR exactly as the paper's config (scheduler stepped once per epoch).
 
     `capturable`: for a step recorded in a CUDA graph (`ulvm.graphs`): AdamW keeps its step count on the
-    GPU and the learning rate is a GPU tensor, which the scheduler updates in place.
+    GPU, the learning rate is a GPU tensor, which the scheduler updates in place, and the update is
+    PyTorch's fused kernel (`ulvm.graphs.set_capturable`).
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
