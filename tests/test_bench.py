@@ -1,4 +1,6 @@
 """`ulvm bench`: paths side by side in one process, ratios against the fastest baseline of that process."""
+import pytest
+
 from ulvm.bench import format_table, run_benchmark
 
 
@@ -27,3 +29,25 @@ def test_the_comparison_models_are_timed_side_by_side_against_ultralight():
     assert rows["ultralight"]["train_b8_vs_ultralight"] == 1.0
     assert all(row["infer_b1_ms"] > 0 and row["train_b8_ms"] > 0 for row in rows.values())
     assert result["code_version"]
+
+
+def test_interleaved_timing_calls_every_path_once_a_round_in_a_shuffled_order(monkeypatch):
+    """`interleaved_ms`: warm-up calls first, then rounds of one call each, the order reshuffled every round;
+    each path's median comes from its own calls."""
+    from ulvm import runtime
+
+    clock, calls = [0.0], []
+    monkeypatch.setattr(runtime.time, "perf_counter", lambda: clock[0])
+
+    def path(name, ms):
+        def call():
+            calls.append(name)
+            clock[0] += ms / 1e3
+        return call
+
+    timed = runtime.interleaved_ms({"a": path("a", 1.0), "b": path("b", 5.0), "c": path("c", 2.0)},
+                                   repeats=6, warmup=1)
+    assert timed == pytest.approx({"a": 1.0, "b": 5.0, "c": 2.0})
+    assert calls[:3] == ["a", "b", "c"]                                   # one warm-up call each
+    rounds = [calls[3 + 3 * i:6 + 3 * i] for i in range(6)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds) and len({tuple(r) for r in rounds}) > 1

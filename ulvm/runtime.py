@@ -5,6 +5,7 @@ import platform
 import random
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -45,8 +46,8 @@ def describe_machine(device: torch.device | str = "cpu") -> dict:
 
 
 def time_ms(fn, device: torch.device | str = "cpu", repeats: int = 20, warmup: int = 2) -> float:
-    """Median wall time of fn() in milliseconds, synchronising the GPU around each call: the one timer of
-    the benchmarks (`ulvm bench`, `ulvm.export.cpu_benchmark`)."""
+    """Median wall time of fn() in milliseconds, synchronising the GPU around each call: the timer of
+    `ulvm bench`'s paths (`interleaved_ms` below times several CPU paths against each other)."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
@@ -58,3 +59,22 @@ def time_ms(fn, device: torch.device | str = "cpu", repeats: int = 20, warmup: i
         sync()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 2,
+                   seed: int = 0) -> dict[str, float]:
+    """Median CPU wall time of each fn() in milliseconds, timed in `repeats` rounds that call every fn once
+    in a shuffled order (seeded): whatever else slows the machine for a while slows every path alike,
+    where timing each path in turn lets a busy minute fall on one of them (`ulvm.export.cpu_benchmark`)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    order, rng = list(fns), random.Random(seed)
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
