@@ -31,9 +31,9 @@ def test_the_comparison_models_are_timed_side_by_side_against_ultralight():
     assert result["code_version"]
 
 
-def test_interleaved_timing_calls_every_path_once_a_round_in_a_shuffled_order(monkeypatch):
-    """`interleaved_ms`: warm-up calls first, then rounds of one call each, the order reshuffled every round;
-    each path's median comes from its own calls."""
+def test_interleaved_timing_visits_every_path_once_a_round_in_a_shuffled_order(monkeypatch):
+    """`interleaved_ms`: warm-up calls first, then rounds that visit each path once, in an order reshuffled
+    every round; a visit is `settle` untimed calls and one timed call, and each median comes from its own."""
     from ulvm import runtime
 
     clock, calls = [0.0], []
@@ -46,8 +46,10 @@ def test_interleaved_timing_calls_every_path_once_a_round_in_a_shuffled_order(mo
         return call
 
     timed = runtime.interleaved_ms({"a": path("a", 1.0), "b": path("b", 5.0), "c": path("c", 2.0)},
-                                   repeats=6, warmup=1)
+                                   repeats=6, warmup=1, settle=1)
     assert timed == pytest.approx({"a": 1.0, "b": 5.0, "c": 2.0})
     assert calls[:3] == ["a", "b", "c"]                                   # one warm-up call each
-    rounds = [calls[3 + 3 * i:6 + 3 * i] for i in range(6)]
+    visits = calls[3::2]
+    assert calls[3:] == [name for name in visits for _ in range(2)]       # a settling call, then the timed one
+    rounds = [visits[3 * i:3 * i + 3] for i in range(6)]
     assert all(sorted(r) == ["a", "b", "c"] for r in rounds) and len({tuple(r) for r in rounds}) > 1

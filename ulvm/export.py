@@ -339,8 +339,9 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
     (where it builds), (torch.compile with "chunked" and with "cpp", AOTInductor with "cpp"), ONNX Runtime
     fp32, INT8 static and INT8 dynamic. Returns one row a path: {"path", "ms" (median of `repeats` rounds
     after `warmup` calls), "rel_error" (vs eager "parallel", max |Δ| / max |y|)}. Every path is built first,
-    then the rounds call each path once in a shuffled order (`ulvm.runtime.interleaved_ms`): on a shared
-    machine, timing each path in turn once made the .pt2 package look slower than torch.compile.
+    then timed in rounds that visit each path once in a shuffled order (`ulvm.runtime.interleaved_ms`): our
+    shared 2-core box changes speed by up to 25% within a minute, so paths timed one after the other would
+    be timed at different speeds.
 
     torch uses `threads` threads (torch.set_num_threads, restored after), ONNX Runtime `threads` intra-op
     threads. `compile=True` (`ulvm bench --onnx --compile`) adds the torch.compile rows (`compile_for_cpu`)

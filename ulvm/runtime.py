@@ -61,11 +61,17 @@ def time_ms(fn, device: torch.device | str = "cpu", repeats: int = 20, warmup: i
     return statistics.median(times)
 
 
-def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 2,
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 2, settle: int = 2,
                    seed: int = 0) -> dict[str, float]:
-    """Median CPU wall time of each fn() in milliseconds, timed in `repeats` rounds that call every fn once
-    in a shuffled order (seeded): whatever else slows the machine for a while slows every path alike,
-    where timing each path in turn lets a busy minute fall on one of them (`ulvm.export.cpu_benchmark`)."""
+    """Median CPU wall time of each fn() in milliseconds, over `repeats` rounds that visit every fn once in
+    a shuffled order (seeded), so that whatever else slows a shared machine for a while slows every path
+    alike: timed each in turn, a busy minute can fall on one path (`ulvm.export.cpu_benchmark`).
+
+    At each visit fn() runs `settle` times untimed, then once timed: the thread pools of the path before
+    (torch's OpenMP, ONNX Runtime's, a compiled package's own) keep spinning for a while after it returns.
+    Measured on our 2-core box (NOTES.md, CPU row 32): eager PyTorch after another path took 50 ms with no
+    settling calls where it took 37 ms timed in turn, and 39 ms with two.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -74,6 +80,8 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int = 20, warm
     for _ in range(repeats):
         rng.shuffle(order)
         for name in order:
+            for _ in range(settle):
+                fns[name]()
             start = time.perf_counter()
             fns[name]()
             times[name].append((time.perf_counter() - start) * 1e3)
