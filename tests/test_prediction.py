@@ -169,9 +169,16 @@ def package(tmp_path_factory):
 def test_a_pt2_package_predicts_in_a_fresh_process_what_the_checkpoint_predicts(package, photos, tmp_path):
     """`ulvm predict --weights x.pt2` in a new process: the operator is loaded before the package, masks
     come back at the original size, the same as the checkpoint's at the package's input size."""
+    import torch
+
     from ulvm.export import load_pt2
 
-    assert load_pt2(package).metadata["scan"] == "cpp" and not list(package.parent.glob(".*.tmp"))
+    model = load_pt2(package)
+    assert model.metadata["scan"] == "cpp" and not list(package.parent.glob(".*.tmp"))
+    images = torch.rand(3, 3, 64, 64)                  # compiled for one image: a batch goes image by image
+    with torch.no_grad():
+        one_by_one = torch.cat([model(image[None]) for image in images])
+        assert model.metadata["batch"] == "1" and torch.equal(model(images), one_by_one)
     done = subprocess.run([sys.executable, "-m", "ulvm", "predict", str(photos), "--weights", str(package),
                            "--out", str(tmp_path), "--device", "cpu", "--no-progress",
                            "--report", str(tmp_path / "report.json")],
@@ -191,8 +198,9 @@ def test_a_pt2_package_refuses_what_it_cannot_do_with_a_clear_error(package, tmp
     from ulvm.prediction import load_weights
 
     model = load_pt2(package)
-    with pytest.raises(UlvmError, match=r"takes CPU float32 images \(B, 3, 64, 64\)"):
-        model(torch.zeros(1, 3, 32, 32))
+    for wrong in (torch.zeros(1, 3, 32, 32), torch.zeros(0, 3, 64, 64)):
+        with pytest.raises(UlvmError, match=r"takes CPU float32 images \(B, 3, 64, 64\), B >= 1"):
+            model(wrong)
     with pytest.raises(UlvmError, match="runs on the CPU in float32 only"):
         load_weights(package, "cuda")
     with pytest.raises(UlvmError, match="the scan is compiled into the package"):

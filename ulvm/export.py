@@ -247,10 +247,12 @@ PT2_FORMAT = "ulvm-pt2/1"      # the metadata `export_pt2` writes and `load_pt2`
 
 def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256, backend: str | None = None) -> Path:
     """Write the model of `compile_for_cpu` compiled ahead of time by AOTInductor (torch.export, then
-    Inductor's C++ for the whole graph) as a .pt2 package, for CPU float32 inputs (B, 3, size, size), any
-    B >= 1; returns the path (written atomically). Loaded with `load_pt2`, each call runs the compiled code
-    with no Dynamo guards and no Python graph call: the fastest batch-1 CPU path we measured (NOTES.md
-    row 23). The package holds the input size, the scan and the torch version in its metadata.
+    Inductor's C++ for the whole graph) as a .pt2 package for one CPU float32 image (1, 3, size, size);
+    returns the path (written atomically). Loaded with `load_pt2`, each call runs the compiled code with no
+    Dynamo guards and no Python graph call: the fastest batch-1 CPU path we measured (NOTES.md row 23). A
+    batch of B images goes through it one image at a time: compiled for any batch instead, the package was
+    20-25% slower at batch 1 (row 33), and on a CPU a batch gains little. The package holds the input size,
+    the batch, the scan and the torch version in its metadata.
 
     A package runs where it was built: same torch, same CPU instruction set (metadata AOTI_CPU_ISA). With
     the "cpp" scan it calls our C++ operators (`ulvm.cpp`), which `load_pt2` loads (building them if needed)
@@ -259,13 +261,11 @@ def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256,
     from .version import code_version
 
     backend = (backend or fastest_cpu_backend()) if hasattr(model, "set_backend") else None
-    example = _images(2, size, seed=0)     # batch 2: torch.export fixes a dimension whose example size is 1
-    metadata = {"format": PT2_FORMAT, "input_size": str(size), "scan": backend or "none",
+    metadata = {"format": PT2_FORMAT, "input_size": str(size), "batch": "1", "scan": backend or "none",
                 "torch": torch.__version__, "code_version": code_version()}
     buffer = io.BytesIO()
     with torch.no_grad():
-        program = torch.export.export(_cpu_copy(model, backend), (example,),
-                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        program = torch.export.export(_cpu_copy(model, backend), (_images(1, size, seed=0),))
         torch._inductor.aoti_compile_and_package(program, package_path=buffer,
                                                  inductor_configs={"aot_inductor.metadata": metadata})
     return atomic_write_bytes(path, buffer.getvalue())
@@ -273,7 +273,9 @@ def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256,
 
 class CompiledPackage(torch.nn.Module):
     """A package of `export_pt2`, loaded (`load_pt2`): probabilities (B, 1, S, S) of CPU float32 images
-    (B, 3, S, S), S = `config.input_size`, like the model it was made from in eval mode."""
+    (B, 3, S, S), S = `config.input_size`, like the model it was made from in eval mode. A package compiled
+    for one image (metadata "batch": "1") takes a batch one image at a time; one from before that was
+    compiled for any batch and takes it whole."""
 
     def __init__(self, path: Path, compiled, metadata: dict[str, str]):
         super().__init__()
@@ -284,9 +286,12 @@ class CompiledPackage(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = self.config.input_size
-        if images.device.type != "cpu" or images.dtype != torch.float32 or images.shape[1:] != (3, size, size):
-            raise UlvmError(f"{self.path}: takes CPU float32 images (B, 3, {size}, {size}), not "
+        if (images.device.type != "cpu" or images.dtype != torch.float32 or images.ndim != 4 or len(images) < 1
+                or images.shape[1:] != (3, size, size)):
+            raise UlvmError(f"{self.path}: takes CPU float32 images (B, 3, {size}, {size}), B >= 1, not "
                             f"{images.dtype} {tuple(images.shape)} on {images.device}")
+        if self.metadata.get("batch") == "1" and len(images) > 1:
+            return torch.cat([self._compiled(image[None].contiguous()) for image in images])
         return self._compiled(images.contiguous())
 
     def to(self, *args, **kwargs):          # `load_weights(..., device)` moves what it returns
