@@ -43,9 +43,10 @@ def register(sub) -> None:
                                    "with no ulvm; input 'image' (B, 3, S, S) float32 RGB already normalised the "
                                    "paper's way (each image min-max scaled to 0..255), output 'prob' (B, 1, S, S). "
                                    "pt2: the same function compiled ahead of time by AOTInductor with the fused C++ "
-                                   "scan ('cpp'), about twice as fast on a CPU; it runs with this torch on this kind "
-                                   "of CPU, through `ulvm predict --weights FILE.pt2` or `ulvm.export.load_pt2` "
-                                   "(compiling takes 1-2 minutes). Checked against PyTorch after writing.")
+                                   "scan ('cpp'), for one image at a time, two to four times as fast on a CPU; it runs "
+                                   "with this torch on this kind of CPU, through `ulvm predict --weights FILE.pt2` "
+                                   "or `ulvm.export.load_pt2` (compiling takes about 3 minutes: it times its matrix "
+                                   "products). Checked against PyTorch after writing.")
     p.add_argument("--weights", default="isic2017", help=_WEIGHTS_HELP)
     p.add_argument("--format", choices=("onnx", "pt2"),
                    help="onnx or pt2 (default: from the suffix of --out, .pt2 or else onnx)")
