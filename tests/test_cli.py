@@ -41,5 +41,5 @@ def test_sweep_and_throughput_pass_their_run_flags_to_every_run():
     args = parser.parse_args(["throughput", "--data", "d", "--eval-batch-size", "16"])
     assert run_flags(args) == ("--eval-batch-size", "16")
     assert run_flags(parser.parse_args(["sweep", "grid.yaml"])) == ()
-    with pytest.raises(UlvmError, match="--eval-batch-size 0: must be at least 1"):
+    with pytest.raises(UlvmError, match="eval_batch_size=0 must be >= 1"):
         run_flags(parser.parse_args(["sweep", "grid.yaml", "--eval-batch-size", "0"]))

@@ -291,8 +291,8 @@ class CompiledPackage(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = self.config.input_size
-        if (images.device.type != "cpu" or images.dtype != torch.float32 or images.ndim != 4 or len(images) < 1
-                or images.shape[1:] != (3, size, size)):
+        if (images.device.type != "cpu" or images.dtype != torch.float32 or images.shape[1:] != (3, size, size)
+                or len(images) < 1):
             raise UlvmError(f"{self.path}: takes CPU float32 images (B, 3, {size}, {size}), B >= 1, not "
                             f"{images.dtype} {tuple(images.shape)} on {images.device}")
         if self.metadata.get("batch") == "1" and len(images) > 1:

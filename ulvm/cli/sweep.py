@@ -70,9 +70,8 @@ def run_flags(args: argparse.Namespace) -> tuple[str, ...]:
     if args.compile:
         flags += ("--compile",)
     if args.eval_batch_size is not None:
-        if args.eval_batch_size < 1:
-            from ..errors import UlvmError
-            raise UlvmError(f"--eval-batch-size {args.eval_batch_size}: must be at least 1")
+        from ..config import RunSettings
+        RunSettings(eval_batch_size=args.eval_batch_size)        # its check, here before any run starts
         flags += ("--eval-batch-size", str(args.eval_batch_size))
     return flags
 
