@@ -76,7 +76,7 @@ def test_graphed_training_step_follows_the_eager_one(backend):
     (model, optimizer, scheduler), (twin, twin_optimizer, twin_scheduler) = _twins(
         backend, "cuda", Config(lr=1e-2), capturable=True)
     batches = _batches("cuda")
-    step = GraphedTrainStep(lambda x, y: train_step(model, optimizer, x, y, WEIGHTS, keep_grad_tensors=True),
+    step = GraphedTrainStep(lambda x, y: train_step(model, optimizer, x, y, WEIGHTS),
                             model, optimizer, *batches[0])
     for images, masks in batches:
         loss = step(images, masks).clone()

@@ -102,7 +102,7 @@ def _train_fn(model, x, y, graph: bool):
     """One training step of `ulvm.train` with the paper's optimizer and loss, eager or as a CUDA graph."""
     config = Config()
     optimizer, _ = build_optimizer(model, config, capturable=graph)
-    step = partial(train_step, model, optimizer, weights=loss_weights(config), keep_grad_tensors=graph)
+    step = partial(train_step, model, optimizer, weights=loss_weights(config))
     if graph:
         graphed = GraphedTrainStep(step, model, optimizer, x, y)
         return lambda: graphed(x, y)

@@ -6,8 +6,9 @@ recorded graph removes the Python and launch overhead (issue "GPU speed"; `book/
 Used by `ulvm bench` and by `ulvm.train.fit` (`RunSettings.cuda_graph`); `graphable` says whether a run may use one.
 
 What a graph needs: static shapes, inputs copied into the same tensors every time, no host syncs or
-data-dependent Python inside the step, `.grad` tensors kept in place (zero them, don't set them to None),
-and a capturable optimizer (`AdamW(capturable=True)`, with a tensor learning rate that the scheduler
+data-dependent Python inside the step, gradients set to None inside the step (backward then allocates them
+in the graph's own memory while it records, and every replay rewrites those same tensors; an eager step
+beside the graph zeroes them in place rather than freeing them), and a capturable optimizer (`AdamW(capturable=True)`, with a tensor learning rate that the scheduler
 updates in place).
 """
 from __future__ import annotations
@@ -102,8 +103,8 @@ def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
 class GraphedTrainStep:
     """A training step recorded as a CUDA graph for one batch shape, replayed for every batch of it.
 
-    `step(images, masks)` must return the loss as a tensor and keep `.grad` tensors in place (see
-    `ulvm.train.train_step(..., keep_grad_tensors=True)`). The warm-up steps that capture needs leave the
+    `step(images, masks)` must return the loss as a tensor and set the gradients to None before its backward
+    (as `ulvm.train.train_step` does). The warm-up steps that capture needs leave the
     model and optimizer as they found them, so a graphed run follows the same trajectory as an eager one.
     Call it with batches of the example's shape; the returned loss tensor is overwritten by the next call.
     """

@@ -70,7 +70,10 @@ def train_step(model, optimizer, images: torch.Tensor, masks: torch.Tensor, weig
                scaler: torch.amp.GradScaler | None = None, keep_grad_tensors: bool = False) -> torch.Tensor:
     """Forward, BCE + Dice, backward, AdamW step. Returns the loss as a detached device tensor.
 
-    `keep_grad_tensors`: zero the gradients in place instead of freeing them, as a CUDA graph needs.
+    The gradients are set to None first, so backward writes them rather than adding to zeroed ones: in a
+    CUDA graph that saves a fill and an add kernel a parameter (~290 of a step's ~2,150 on an H200).
+    `keep_grad_tensors`: zero them in place instead, for an eager step beside a graph: the graph's `.grad`
+    tensors were allocated while it was recorded, and its replays write and read exactly those.
     """
     optimizer.zero_grad(set_to_none=not keep_grad_tensors)
     with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=scaler is not None):
@@ -188,7 +191,7 @@ def _epoch_steps(run: _Training, epoch: int, progress: bool) -> Generator[None, 
         if run.graphed and images.shape[0] == config.batch_size:
             if run.step_graph is None:
                 run.step_graph = GraphedTrainStep(
-                    partial(train_step, run.step_model, run.optimizer, weights=weights, keep_grad_tensors=True),
+                    partial(train_step, run.step_model, run.optimizer, weights=weights),
                     run.model, run.optimizer, images, masks)
             loss_sum += run.step_graph(images, masks)
         else:  # CPU, amp, or the last short batch: eager (beside a graph: on the graph's .grad tensors)
