@@ -170,3 +170,17 @@ def test_training_split_tensors_equal_the_dataset(prepared):
     for i in range(4):
         image, mask = dataset[i]
         assert torch.allclose(images[i], image, atol=1e-4) and torch.equal(masks[i], mask)
+
+
+def test_split_tensors_normalised_in_parts_equal_the_split_at_once(prepared, monkeypatch):
+    from ulvm.config import Config
+    from ulvm.data import tensors
+
+    config = Config.profile("paper", input_size=prepared.images.shape[1])
+    whole = tensors.split_tensors(prepared, "train", config, torch.device("cpu"))
+    monkeypatch.setattr(tensors, "NORMALIZE_AT_ONCE", 3)            # 8 training images: parts of 3, 3, 2
+    parts = tensors.split_tensors(prepared, "train", config, torch.device("cpu"))
+    assert torch.equal(parts[0], whole[0]) and torch.equal(parts[1], whole[1]) and parts[2] == whole[2]
+    raw = tensors.split_tensors(prepared, "train", config, torch.device("cpu"), normalize=False)[0]
+    expected = torch.from_numpy(prepared.images[prepared.indices("train")]).float().permute(0, 3, 1, 2)
+    assert torch.equal(raw, expected)
