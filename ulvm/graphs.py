@@ -8,8 +8,8 @@ Used by `ulvm bench` and by `ulvm.train.fit` (`RunSettings.cuda_graph`); `grapha
 What a graph needs: static shapes, inputs copied into the same tensors every time, no host syncs or
 data-dependent Python inside the step, gradients set to None inside the step (backward then allocates them
 in the graph's own memory while it records, and every replay rewrites those same tensors; an eager step
-beside the graph zeroes them in place rather than freeing them), and a capturable optimizer (`AdamW(capturable=True)`, with a tensor learning rate that the scheduler
-updates in place).
+beside the graph zeroes them in place rather than freeing them), and a capturable optimizer
+(`AdamW(capturable=True)`, with a tensor learning rate that the scheduler updates in place).
 """
 from __future__ import annotations
 
