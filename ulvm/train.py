@@ -71,7 +71,8 @@ def train_step(model, optimizer, images: torch.Tensor, masks: torch.Tensor, weig
     """Forward, BCE + Dice, backward, AdamW step. Returns the loss as a detached device tensor.
 
     The gradients are set to None first, so backward writes them rather than adding to zeroed ones: in a
-    CUDA graph that saves a fill and an add kernel a parameter (~290 of a step's ~2,150 on an H200).
+    CUDA graph that saves a fill and an add kernel a parameter, and more: 2,157 → 1,641 kernels a compiled
+    step on an H200 (`book/results/bench/NOTES.md`, row 36).
     `keep_grad_tensors`: zero them in place instead, for an eager step beside a graph: the graph's `.grad`
     tensors were allocated while it was recorded, and its replays write and read exactly those.
     """
