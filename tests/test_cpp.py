@@ -1,5 +1,6 @@
 """ulvm's C++ operators (`ulvm.cpp`): the direct convolution against F.conv2d (fp64 and fp32), its refusals,
-its shape under torch.export, and its swap into the model. The scan has its own tests
+its shape under torch.export, and its swap into the model; the group norm against F.group_norm in both layouts,
+and its swap. The scan has its own tests
 (test_cpu_scan.py). Skipped where the library cannot be built (the first test in a fresh environment builds it,
 ~1 minute)."""
 import copy
@@ -93,3 +94,49 @@ def test_other_convolutions_are_left_alone():
                            nn.ConvTranspose2d(2, 1, 3))
     cpp.direct_convolutions_(layers)
     assert not any(isinstance(layer, cpp.DirectConv2d) for layer in layers)
+
+
+@pytest.mark.parametrize(("shape", "groups"), [((2, 8, 16, 12), 4),     # the first stage: groups of 2 channels
+                                               ((1, 48, 4, 4), 4),      # the deepest stage
+                                               ((3, 6, 5, 7), 3), ((2, 5, 3, 3), 1)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_matches_F_group_norm_in_its_layout(shape, groups, layout, affine):
+    x = (torch.randn(shape, dtype=torch.float64) * 3 + 1).contiguous(memory_format=layout)
+    weight, bias = (torch.randn(shape[1], dtype=torch.float64) for _ in range(2)) if affine else (None, None)
+    out = torch.ops.ulvm.group_norm(x, groups, weight, bias, 1e-5)
+    torch.testing.assert_close(out, F.group_norm(x, groups, weight, bias, 1e-5), rtol=1e-12, atol=1e-12)
+    assert out.is_contiguous(memory_format=layout)
+    weight32, bias32 = (weight.float(), bias.float()) if affine else (None, None)
+    single = torch.ops.ulvm.group_norm(x.float(), groups, weight32, bias32, 1e-5)
+    torch.testing.assert_close(single, F.group_norm(x, groups, weight, bias, 1e-5).float(), rtol=1e-5, atol=1e-5)
+
+
+def test_group_norm_of_other_strides_comes_out_channels_last():
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64).transpose(2, 3)       # neither NCHW nor channels-last
+    out = torch.ops.ulvm.group_norm(x, 4, None, None, 1e-5)
+    torch.testing.assert_close(out, F.group_norm(x, 4), rtol=1e-12, atol=1e-12)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(("x", "groups", "weight", "message"), [
+    (torch.randn(2, 8, 4), 4, None, "x \\(b, C, H, W\\)"),
+    (torch.randn(1, 6, 4, 4), 4, None, "6 channels in 4 groups"),
+    (torch.randn(1, 8, 4, 4), 4, torch.ones(4), "a weight and a bias value per channel"),
+])
+def test_group_norm_refuses_what_it_does_not_compute(x, groups, weight, message):
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.ulvm.group_norm(x, groups, weight, None, 1e-5)
+
+
+def test_group_norms_swapped_into_the_model_with_the_same_output():
+    model = UltraLightVMUNet().double().eval()
+    swapped = cpp.direct_group_norms_(copy.deepcopy(model))
+    assert sum(isinstance(layer, cpp.DirectGroupNorm) for layer in swapped.modules()) == 10   # ebn1-5, dbn1-5
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(swapped(x), model(x), rtol=1e-10, atol=1e-10)
+        channels_last = copy.deepcopy(swapped).to(memory_format=torch.channels_last)
+        torch.testing.assert_close(channels_last(x.contiguous(memory_format=torch.channels_last)), model(x),
+                                   rtol=1e-10, atol=1e-10)
+    assert swapped.state_dict().keys() == model.state_dict().keys()

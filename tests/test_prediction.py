@@ -175,6 +175,7 @@ def test_a_pt2_package_predicts_in_a_fresh_process_what_the_checkpoint_predicts(
 
     model = load_pt2(package)
     assert model.metadata["scan"] == "cpp" and not list(package.parent.glob(".*.tmp"))
+    assert model.metadata["memory_format"] == "channels_last"        # fed channels-last, whatever it is given
     images = torch.rand(3, 3, 64, 64)                  # compiled for one image: a batch goes image by image
     with torch.no_grad():
         one_by_one = torch.cat([model(image[None]) for image in images])

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cpp import direct_convolutions_
+from .cpp import direct_convolutions_, direct_group_norms_
 from .errors import UlvmError
 from .io import atomic_file, atomic_write_bytes
 from .runtime import interleaved_ms
@@ -256,8 +256,12 @@ def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256,
     returns the path (written atomically). Loaded with `load_pt2`, each call runs the compiled code with no
     Dynamo guards and no Python graph call: the fastest batch-1 CPU path we measured (NOTES.md row 23). A
     batch of B images goes through it one image at a time: compiled for any batch instead, the package was
-    20-25% slower at batch 1 (row 33), and on a CPU a batch gains little. The package holds the input size,
-    the batch, the scan and the torch version in its metadata.
+    20-25% slower at batch 1 (row 33), and on a CPU a batch gains little. It is exported channels-last, with
+    the model's group norms on our C++ operator where "cpp" builds (`ulvm.cpp.direct_group_norms_`): Inductor
+    runs the convolutions channels-last anyway, and its own code for a 2-channel group of channels-last maps is
+    slow; the operator keeps the layout it is given. 4.4 ms a 256² image against 5.5 without it (row 40;
+    channels-last alone changed nothing). The package holds the input size, the batch, the input's memory
+    format, the scan and the torch version in its metadata.
 
     A package runs where it was built: same torch, same CPU instruction set (metadata AOTI_CPU_ISA). With
     the "cpp" scan it calls our C++ operators (`ulvm.cpp`), which `load_pt2` loads (building them if needed)
@@ -266,11 +270,15 @@ def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256,
     from .version import code_version
 
     backend = (backend or fastest_cpu_backend()) if hasattr(model, "set_backend") else None
-    metadata = {"format": PT2_FORMAT, "input_size": str(size), "batch": "1", "scan": backend or "none",
-                "torch": torch.__version__, "code_version": code_version()}
+    metadata = {"format": PT2_FORMAT, "input_size": str(size), "batch": "1", "memory_format": "channels_last",
+                "scan": backend or "none", "torch": torch.__version__, "code_version": code_version()}
+    copied = _cpu_copy(model, backend)
+    if backend == "cpp":
+        direct_group_norms_(copied)
+    example = _images(1, size, seed=0).contiguous(memory_format=torch.channels_last)
     buffer = io.BytesIO()
     with torch.no_grad():
-        program = torch.export.export(_cpu_copy(model, backend), (_images(1, size, seed=0),))
+        program = torch.export.export(copied.to(memory_format=torch.channels_last), (example,))
         torch._inductor.aoti_compile_and_package(
             program, package_path=buffer, inductor_configs={**PT2_INDUCTOR_OPTIONS, "aot_inductor.metadata": metadata})
     return atomic_write_bytes(path, buffer.getvalue())
@@ -295,9 +303,11 @@ class CompiledPackage(torch.nn.Module):
                 or len(images) < 1):
             raise UlvmError(f"{self.path}: takes CPU float32 images (B, 3, {size}, {size}), B >= 1, not "
                             f"{images.dtype} {tuple(images.shape)} on {images.device}")
+        channels_last = self.metadata.get("memory_format") == "channels_last"     # older packages: NCHW
+        layout = torch.channels_last if channels_last else torch.contiguous_format   # as it was compiled
         if self.metadata.get("batch") == "1" and len(images) > 1:
-            return torch.cat([self._compiled(image[None].contiguous()) for image in images])
-        return self._compiled(images.contiguous())
+            return torch.cat([self._compiled(image[None].contiguous(memory_format=layout)) for image in images])
+        return self._compiled(images.contiguous(memory_format=layout))
 
     def to(self, *args, **kwargs):          # `load_weights(..., device)` moves what it returns
         device, dtype = torch._C._nn._parse_to(*args, **kwargs)[:2]

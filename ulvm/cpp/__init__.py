@@ -2,6 +2,7 @@
 
 * `selective_scan.cpp`: the selective scan as one fused loop (backend "cpp", `ulvm.ssm.cpu_scan`).
 * `conv2d.cpp`: a convolution as a direct loop, for few output channels (`direct_convolutions_` swaps it in).
+* `group_norm.cpp`: group normalisation, NCHW or channels-last (`direct_group_norms_` swaps it in).
 
 They are real PyTorch operators, so torch.compile and AOTInductor keep each as one call in the code they
 generate (`ulvm.export`), and a .pt2 package calls them by name: `ulvm.export.load_pt2` loads the library first.
@@ -48,6 +49,7 @@ def _build() -> str:
         return f"its C++ build failed ({type(error).__name__}: {first_line})"
     torch.library.register_fake("ulvm::selective_scan")(_scan_output)
     torch.library.register_fake("ulvm::conv2d_direct")(_conv_output)
+    torch.library.register_fake("ulvm::group_norm")(_group_norm_output)
     return ""
 
 
@@ -66,6 +68,10 @@ def _scan_output(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 def _conv_output(x, weight, bias, padding, dilation):
     size = [x.shape[i] + 2 * padding[i - 2] - dilation[i - 2] * (weight.shape[i] - 1) for i in (2, 3)]
     return x.new_empty((x.shape[0], weight.shape[0], *size))
+
+
+def _group_norm_output(x, groups, weight, bias, eps):       # NCHW stays NCHW; any other strides: channels-last
+    return torch.empty_like(x, memory_format=torch.contiguous_format if x.is_contiguous() else torch.channels_last)
 
 
 class DirectConv2d(nn.Conv2d):
@@ -99,6 +105,28 @@ def direct_convolutions_(model: nn.Module) -> nn.Module:
                 direct = DirectConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                                       padding=layer.padding, dilation=layer.dilation, bias=layer.bias is not None,
                                       device="meta")
+                direct.weight, direct.bias = layer.weight, layer.bias
+                setattr(parent, name, direct)
+    return model
+
+
+class DirectGroupNorm(nn.GroupNorm):
+    """An `nn.GroupNorm` of (b, C, H, W) maps computed by `group_norm.cpp` (`torch.ops.ulvm.group_norm`), in the
+    layout it is given; same parameters, same output as the layer it replaces. Inference only: the operator has
+    no backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.ulvm.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def direct_group_norms_(model: nn.Module) -> nn.Module:
+    """Swap every `nn.GroupNorm` of `model` for a `DirectGroupNorm` sharing its parameters, in place; returns
+    `model`. In UltraLight VM-UNet: the ten norms after the encoder and decoder stages, all of 4-D maps. Call
+    `why_unavailable()` first."""
+    for parent in list(model.modules()):
+        for name, layer in list(parent.named_children()):
+            if type(layer) is nn.GroupNorm:
+                direct = DirectGroupNorm(layer.num_groups, layer.num_channels, layer.eps, layer.affine, device="meta")
                 direct.weight, direct.bias = layer.weight, layer.bias
                 setattr(parent, name, direct)
     return model
