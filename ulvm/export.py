@@ -17,7 +17,7 @@ The batch dimension is dynamic; the spatial size is fixed at export (the scan is
 Needs the `export` extra: `pip install "ulvm[export]"` (onnx, onnxruntime).
 
 The .pt2 package (`export_pt2`, `load_pt2`; `ulvm export --format pt2`, `ulvm predict --weights x.pt2`) has
-the same contract as a torch function, runs 2-3x faster than ONNX Runtime on our CPU (`cpu_benchmark`), and
+the same contract as a torch function, runs ~3x faster than ONNX Runtime on our CPU (`cpu_benchmark`), and
 runs only with the torch and on the kind of CPU that built it, with ulvm installed for its scan operator.
 """
 from __future__ import annotations
