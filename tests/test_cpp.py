@@ -112,6 +112,26 @@ def test_group_norm_matches_F_group_norm_in_its_layout(shape, groups, layout, af
     torch.testing.assert_close(single, F.group_norm(x, groups, weight, bias, 1e-5).float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_group_norm_keeps_the_variance_of_maps_with_a_large_mean(layout):
+    # sums of squares around zero would cancel to nothing here (ATen's own channels-last kernel returns NaN)
+    x = (1e6 + 1e-2 * torch.randn(2, 8, 16, 12, dtype=torch.float64)).contiguous(memory_format=layout)
+    out = torch.ops.ulvm.group_norm(x, 4, None, None, 0.0)
+    torch.testing.assert_close(out, F.group_norm(x.contiguous(), 4, None, None, 0.0), rtol=1e-6, atol=1e-6)
+
+
+def test_group_norm_result_does_not_depend_on_the_thread_count():
+    x = torch.randn(1, 8, 256, 256).contiguous(memory_format=torch.channels_last)   # large enough to be split
+    weight, bias = torch.randn(8), torch.randn(8)
+    one = torch.ops.ulvm.group_norm(x, 4, weight, bias, 1e-5)
+    torch.set_num_threads(2)
+    try:
+        two = torch.ops.ulvm.group_norm(x, 4, weight, bias, 1e-5)
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(one, two)
+
+
 def test_group_norm_of_other_strides_comes_out_channels_last():
     x = torch.randn(2, 8, 6, 6, dtype=torch.float64).transpose(2, 3)       # neither NCHW nor channels-last
     out = torch.ops.ulvm.group_norm(x, 4, None, None, 1e-5)
