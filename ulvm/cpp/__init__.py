@@ -94,20 +94,31 @@ def _replaceable(layer: nn.Module) -> bool:
             and not isinstance(layer.padding, str))
 
 
+def _swap_layers_(model: nn.Module, direct_twin) -> nn.Module:
+    """Put `direct_twin(layer)` in the place of every layer of `model` for which it returns a module (built on
+    the meta device), sharing the layer's weight and bias; in place, returns `model`."""
+    for parent in list(model.modules()):
+        for name, layer in list(parent.named_children()):
+            direct = direct_twin(layer)
+            if direct is not None:
+                direct.weight, direct.bias = layer.weight, layer.bias
+                setattr(parent, name, direct)
+    return model
+
+
+def _direct_conv(layer: nn.Module) -> DirectConv2d | None:
+    if not _replaceable(layer):
+        return None
+    return DirectConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=layer.padding,
+                        dilation=layer.dilation, bias=layer.bias is not None, device="meta")
+
+
 def direct_convolutions_(model: nn.Module) -> nn.Module:
     """Swap every `nn.Conv2d` of `model` with fewer than `FEW_OUTPUTS` output channels (stride 1, groups 1,
     numeric zero padding) for a `DirectConv2d` sharing its parameters, in place; returns `model`. In
     UltraLight VM-UNet: the bridge's shared 2→1 7×7 and the final 1×1 to the mask. Call `why_unavailable()`
     first."""
-    for parent in list(model.modules()):
-        for name, layer in list(parent.named_children()):
-            if _replaceable(layer):
-                direct = DirectConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                                      padding=layer.padding, dilation=layer.dilation, bias=layer.bias is not None,
-                                      device="meta")
-                direct.weight, direct.bias = layer.weight, layer.bias
-                setattr(parent, name, direct)
-    return model
+    return _swap_layers_(model, _direct_conv)
 
 
 class DirectGroupNorm(nn.GroupNorm):
@@ -119,14 +130,14 @@ class DirectGroupNorm(nn.GroupNorm):
         return torch.ops.ulvm.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
+def _direct_group_norm(layer: nn.Module) -> DirectGroupNorm | None:
+    if type(layer) is not nn.GroupNorm:
+        return None
+    return DirectGroupNorm(layer.num_groups, layer.num_channels, layer.eps, layer.affine, device="meta")
+
+
 def direct_group_norms_(model: nn.Module) -> nn.Module:
     """Swap every `nn.GroupNorm` of `model` for a `DirectGroupNorm` sharing its parameters, in place; returns
     `model`. In UltraLight VM-UNet: the ten norms after the encoder and decoder stages, all of 4-D maps. Call
     `why_unavailable()` first."""
-    for parent in list(model.modules()):
-        for name, layer in list(parent.named_children()):
-            if type(layer) is nn.GroupNorm:
-                direct = DirectGroupNorm(layer.num_groups, layer.num_channels, layer.eps, layer.affine, device="meta")
-                direct.weight, direct.bias = layer.weight, layer.bias
-                setattr(parent, name, direct)
-    return model
+    return _swap_layers_(model, _direct_group_norm)
