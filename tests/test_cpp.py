@@ -141,6 +141,7 @@ def test_group_norm_of_other_strides_comes_out_channels_last():
 
 @pytest.mark.parametrize(("x", "groups", "weight", "message"), [
     (torch.randn(2, 8, 4), 4, None, "x \\(b, C, H, W\\)"),
+    (torch.randn(1, 8, 0, 4), 4, None, "x has no pixels"),
     (torch.randn(1, 6, 4, 4), 4, None, "6 channels in 4 groups"),
     (torch.randn(1, 8, 4, 4), 4, torch.ones(4), "a weight and a bias value per channel"),
 ])

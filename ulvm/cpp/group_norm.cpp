@@ -135,6 +135,7 @@ void group_norm_image(const T* x, const T* weight, const T* bias, T* out, const 
 at::Tensor group_norm(const at::Tensor& x, int64_t groups, const std::optional<at::Tensor>& weight,
                       const std::optional<at::Tensor>& bias, double eps) {
   TORCH_CHECK(x.dim() == 4, "group_norm: x (b, C, H, W), got ", x.sizes());
+  TORCH_CHECK(x.size(2) * x.size(3) > 0, "group_norm: x has no pixels, ", x.sizes());   // no parts to sum
   TORCH_CHECK(groups >= 1 && x.size(1) % groups == 0, "group_norm: ", x.size(1), " channels in ", groups,
               " groups");
   for (const auto* affine : {&weight, &bias})
