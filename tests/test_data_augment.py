@@ -75,7 +75,9 @@ def test_rotation_keeps_masks_binary_aligned_and_zero_filled():
 
 
 def test_draw_params_follow_the_paper_distribution():
-    params = draw_params(20000, torch.Generator().manual_seed(0))
+    drawn = draw_params(20000, torch.Generator().manual_seed(0))
+    assert all(torch.is_tensor(values) for values in (drawn.k, drawn.flip, drawn.angle))  # left on the device
+    params = AugmentParams(drawn.k.numpy(), drawn.flip.numpy(), drawn.angle.numpy())
     flipped, rotated = params.flip >= 0, params.angle > 0
     assert abs(flipped.mean() - 0.5) < 0.02 and abs(rotated.mean() - 0.5) < 0.02
     assert set(params.angle[rotated]) == set(range(20, 80))
@@ -83,6 +85,14 @@ def test_draw_params_follow_the_paper_distribution():
     assert np.all(params.k[~flipped] == 0)
     numpy_params = draw_params(1000, np.random.default_rng(0))
     assert set(numpy_params.angle[numpy_params.angle > 0]) <= set(range(20, 80))
+
+
+def test_tensor_and_array_parameters_give_the_same_batch():
+    images, masks = to_torch(*random_batch())
+    drawn = draw_params(images.shape[0], torch.Generator().manual_seed(5))
+    as_arrays = AugmentParams(drawn.k.numpy(), drawn.flip.numpy(), drawn.angle.numpy())
+    for got, expected in zip(transform_batch(images, masks, drawn), transform_batch(images, masks, as_arrays)):
+        assert torch.equal(got, expected)
 
 
 def test_augment_batch_is_seeded():

@@ -199,7 +199,7 @@ def _epoch_steps(run: _Training, epoch: int, progress: bool) -> Generator[None, 
             model = run.step_model if images.shape[0] == config.batch_size else run.model
             loss_sum += train_step(model, run.optimizer, images, masks, weights, run.scaler,
                                    keep_grad_tensors=run.graphed)
-        if progress and (step % 20 == 0 or step == run.batcher.steps()):  # a few host syncs per epoch
+        if not bar.disable and (step % 20 == 0 or step == run.batcher.steps()):  # a few host syncs an epoch
             bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", lr=f"{lr:.2e}")
         yield
     bar.close()

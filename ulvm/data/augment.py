@@ -12,7 +12,10 @@ rows, 1 columns) and `angle` (degrees, 0 = no rotation, which is exactly the ide
 draws them with the paper's probabilities; `transform_numpy` and `transform_batch` apply given ones, so
 the two paths can be compared on the same draws (tests/test_data_augment.py). The batch path computes,
 for every output pixel, which input pixel it comes from (rotation inverse-mapped and rounded to the
-nearest pixel as SciPy does, then the rot90/flip index map) and gathers: one gather per batch.
+nearest pixel as SciPy does, then the rot90/flip index map) and gathers: one gather per batch. Drawn
+from a torch generator on the GPU, the parameters stay there and the cosines come from a table on the
+device, so augmenting a batch never waits for the GPU: the host can queue the next training step while
+the GPU still runs this one (NOTES row 44).
 The book shows the family in `notebooks/04_data.ipynb`.
 """
 from __future__ import annotations
@@ -29,24 +32,26 @@ ANGLE_RANGE = (20, 80)  # integer degrees, upper bound excluded (np.random.randi
 
 @dataclass
 class AugmentParams:
-    """Per-image transformation parameters: k (batch,) in 0..3, flip (batch,) in {-1, 0, 1}, angle (batch,)."""
-    k: np.ndarray
-    flip: np.ndarray
-    angle: np.ndarray
+    """Per-image transformation parameters, (batch,) each: k in 0..3, flip in {-1, 0, 1}, angle in whole
+    degrees. NumPy arrays when drawn from a NumPy generator, tensors on its device from a torch generator."""
+    k: np.ndarray | torch.Tensor
+    flip: np.ndarray | torch.Tensor
+    angle: np.ndarray | torch.Tensor
 
 
 def draw_params(batch: int, rng: np.random.Generator | torch.Generator) -> AugmentParams:
     """Draw the paper's random transformation for `batch` images from a NumPy or torch generator."""
     if isinstance(rng, torch.Generator):
-        def uniform(): return torch.rand(batch, generator=rng, device=rng.device).cpu().numpy()
-        def integers(lo, hi): return torch.randint(lo, hi, (batch,), generator=rng, device=rng.device).cpu().numpy()
+        def uniform(): return torch.rand(batch, generator=rng, device=rng.device)
+        def integers(lo, hi): return torch.randint(lo, hi, (batch,), generator=rng, device=rng.device)
+        where = torch.where
     else:
         def uniform(): return rng.random(batch)
         def integers(lo, hi): return rng.integers(lo, hi, batch)
+        where = np.where
     dihedral, k, axis = uniform() < 0.5, integers(0, 4), integers(0, 2)
     rotate, angle = uniform() < 0.5, integers(*ANGLE_RANGE)
-    return AugmentParams(k=np.where(dihedral, k, 0), flip=np.where(dihedral, axis, -1),
-                         angle=np.where(rotate, angle, 0))
+    return AugmentParams(k=where(dihedral, k, 0), flip=where(dihedral, axis, -1), angle=where(rotate, angle, 0))
 
 
 def transform_numpy(image: np.ndarray, mask: np.ndarray, k: int, flip: int, angle: int):
@@ -79,6 +84,21 @@ def _dihedral_index_maps(size: int, device: torch.device) -> torch.Tensor:
     return torch.stack(maps)  # row = (flip + 1) * 4 + k
 
 
+@functools.lru_cache(maxsize=8)
+def _cos_sin_degrees(device: torch.device) -> torch.Tensor:
+    """(2, 360) float64: the cosine and sine of 0..359 whole degrees by SciPy's `cosdg`/`sindg`, the
+    functions `ndimage.rotate` uses (exact at multiples of 90 degrees, the same last bit elsewhere)."""
+    degrees = np.arange(360)
+    return torch.as_tensor(np.stack([special.cosdg(degrees), special.sindg(degrees)]), device=device)
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_rows_cols(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row and column coordinate of every pixel of a (size, size) image, float64 (size, size) each."""
+    coordinates = torch.arange(size, device=device, dtype=torch.float64)
+    return torch.meshgrid(coordinates, coordinates, indexing="ij")
+
+
 def transform_batch(images: torch.Tensor, masks: torch.Tensor, params: AugmentParams):
     """Apply per-image transformations to a batch: images (batch, C, H, W), masks (batch, 1, H, W).
 
@@ -97,11 +117,9 @@ def transform_batch(images: torch.Tensor, masks: torch.Tensor, params: AugmentPa
     # input = M @ output + offset, M = [[cos, sin], [-sin, cos]], offset = centre - M @ centre; outside
     # [0, size - 1] is filled with 0 (mode "constant"), inside the nearest pixel is taken (order 0).
     centre = (height - 1) / 2
-    rows, cols = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float64),
-                                torch.arange(width, device=device, dtype=torch.float64), indexing="ij")
-    # cos/sin in degrees with SciPy's own functions (exact at multiples of 90, same last bit as rotate)
-    cos = torch.as_tensor(special.cosdg(params.angle), device=device, dtype=torch.float64)[:, None, None]
-    sin = torch.as_tensor(special.sindg(params.angle), device=device, dtype=torch.float64)[:, None, None]
+    rows, cols = _pixel_rows_cols(height, device)
+    angle = torch.as_tensor(params.angle, device=device, dtype=torch.long) % 360
+    cos, sin = _cos_sin_degrees(device)[:, angle, None, None]                   # (batch, 1, 1) each
     offset_row = centre - (cos * centre + sin * centre)
     offset_col = centre - (-sin * centre + cos * centre)
     src_row = cos * rows + sin * cols + offset_row  # (batch, H, W)
@@ -118,7 +136,7 @@ def transform_batch(images: torch.Tensor, masks: torch.Tensor, params: AugmentPa
     def gather(x):  # (batch, C, H, W) -> same, zero outside the rotated input
         flat = x.reshape(batch, x.shape[1], -1)
         out = torch.gather(flat, 2, index[:, None, :].expand(-1, x.shape[1], -1))
-        return torch.where(keep, out, torch.zeros((), dtype=x.dtype, device=device)).reshape(x.shape)
+        return torch.where(keep, out, 0.0).reshape(x.shape)
 
     return gather(images), gather(masks)
 

@@ -41,6 +41,8 @@ class TrainBatcher:
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(self.images.shape[0], generator=self.shuffle)   # positions in the split
+        # on the split's device once an epoch: a step that copied its positions there would wait for the GPU
+        device_order = order.to(self.images.device)
         for part in batches(len(order), self.config.batch_size, self.config.drop_last):
             if self.mode == "paper":
                 items = [self.dataset[int(i)] for i in order[part]]              # (3, S0, S0), (1, S0, S0)
@@ -48,7 +50,7 @@ class TrainBatcher:
                 masks = torch.stack([mask for _, mask in items]).to(self.images.device)
                 yield to_input_size(images, masks, self.config.input_size)
                 continue
-            index = order[part].to(self.images.device)
+            index = device_order[part]
             images, masks = self.images[index], self.masks[index]                # (batch, 3|1, S, S)
             if self.mode == "batch":
                 images, masks = augment_batch(images, masks, generator=self.batch_rng)
