@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ulvm"
 LEVELS = {
     "errors": 0, "io": 0, "version": 0, "paper": 0, "progress": 0,
     "config": 1,
-    "cpp": 2, "ssm": 2, "metrics": 2, "losses": 2, "runtime": 2,
+    "cpp": 2, "ssm": 2, "metrics": 2, "losses": 2, "runtime": 2, "mps": 2,
     "model": 3, "baselines": 3, "data": 3,
     "complexity": 4, "checkpoint": 4, "graphs": 4, "optim": 4, "inference": 4, "runs": 4, "pretrained": 4,
     "train": 5, "evaluate": 5, "bench": 5, "prediction": 5, "export": 5,

@@ -195,7 +195,8 @@ def test_sweep_runs_records_and_skips_on_a_second_call(tmp_path, tiny, subproces
                                 set={**TINY, "epochs": 1}))
     runs, record = tmp_path / "runs", tmp_path / "record"
     started = time.perf_counter()
-    result = sweep(grid, runs, record, workers=2, device="cpu", settings=SETTINGS, allow_dirty=True, poll_s=0.2)
+    result = sweep(grid, runs, record, workers=2, device="cpu", settings=SETTINGS, mps_percentage=30,
+                   allow_dirty=True, poll_s=0.2)
     first = time.perf_counter() - started
     assert result.ok, result.failures
     assert result.status == {"p4_b1_s42": "recorded", "p4_b1_s43": "recorded"}
@@ -203,6 +204,8 @@ def test_sweep_runs_records_and_skips_on_a_second_call(tmp_path, tiny, subproces
         for test_set in ("prepared", "ext"):
             rec = json.loads((record / f"test_{test_set}" / f"{name}.json").read_text())
             assert rec["allow_dirty"] is True and rec["concurrent_runs"] == 2 and len(rec["history"]["val_dsc"]) == 1
+            assert rec["mps_percentage"] == 30
+        assert "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=30)" in (runs / f"{name}.log").read_text()
     out = capsys.readouterr().out
     assert "tiny: 2/2 done, 0 running, 0 failed" in out and "tiny: all 2 jobs done" in out
     assert "p4_b1_s42: recorded" in out

@@ -6,7 +6,8 @@ import pytest
 
 from helpers import write_tiny_prepared
 from ulvm.cli import main
-from ulvm.throughput import measure_throughput, start_mps
+from ulvm.mps import ACTIVE_THREAD_PERCENTAGE, client_environment, start_mps
+from ulvm.throughput import measure_throughput
 
 TINY = ("input_size=32", "batch_size=4", "max_images=8")
 
@@ -33,6 +34,15 @@ def test_mps_where_it_cannot_start_is_reported_not_measured(tmp_path, monkeypatc
     record = json.loads(out.read_text())
     assert record["rows"] == [{"mps": "on", "unavailable": "nvidia-cuda-mps-control not found"}]
     assert record["code_version"] and record["compile"] is False
+
+
+def test_an_mps_share_of_the_gpu_is_a_percentage(tmp_path, capsys):
+    assert client_environment(None) == {}
+    assert client_environment(10) == {ACTIVE_THREAD_PERCENTAGE: "10"}
+    for wrong in (0, 101):
+        assert main(["throughput", "--data", str(tmp_path), "--device", "cpu", "--mps-percentage", str(wrong)]) == 2
+        assert f"a percentage from 1 to 100, not {wrong}" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())                              # refused before any run
 
 
 def test_runs_together_in_one_process_are_measured_the_same_way(tmp_path):

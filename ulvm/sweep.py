@@ -77,6 +77,7 @@ import yaml
 from .config import PROFILES
 from .errors import UlvmError
 from .experiments import Job, read_log, record_runs
+from .mps import client_environment
 from .version import code_version, require_clean
 
 AXES = ("model", "parallel", "bridge", "seed", "fold")        # the crossing order (fold fastest)
@@ -224,15 +225,16 @@ def _worker_gpu(gpus: tuple[str, ...]) -> str | None:
 
 
 def run_job(job: Job, data: Path, test_on: tuple[Path, ...], runs: Path, device: str = "auto",
-            settings: tuple[str, ...] = (), gpus: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train (or resume) and test one job, in subprocesses logged to RUNS/NAME.log; returns what happened
-    (name, code, log, gpu). Never raises for a failed run: its exit code says it."""
+            settings: tuple[str, ...] = (), gpus: tuple[str, ...] = (),
+            environment: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train (or resume) and test one job, in subprocesses logged to RUNS/NAME.log, with `environment`
+    added to theirs (e.g. `ulvm.mps.client_environment`); returns what happened (name, code, log, gpu).
+    Never raises for a failed run: its exit code says it."""
     runs.mkdir(parents=True, exist_ok=True)
     run, log_path = runs / job.name, runs / f"{job.name}.log"
-    env = dict(os.environ)
     gpu = _worker_gpu(gpus)
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
+    added = {**(environment or {}), **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})}
+    env = {**os.environ, **added}
     commands = []
     if not _results(run, data.name):
         commands.append(job.test_command(data, runs, device, settings) if trained(run)
@@ -242,7 +244,7 @@ def run_job(job: Job, data: Path, test_on: tuple[Path, ...], runs: Path, device:
     with open(log_path, "a", encoding="utf-8") as log:
         for command in commands:
             log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}"
-                      + (f" (CUDA_VISIBLE_DEVICES={gpu})" if gpu is not None else "") + "\n")
+                      + "".join(f" ({name}={value})" for name, value in added.items()) + "\n")
             log.flush()
             code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             if code != 0:
@@ -364,14 +366,16 @@ def _record(job: Job, runs: Path, record: Path, allow_dirty: bool, extra: dict, 
 
 def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, dry_run: bool = False,
           scheduler: str | None = None, workers: int | None = None, runs_per_gpu: int = 1, device: str = "auto",
-          settings: tuple[str, ...] = (), allow_dirty: bool = False, processes: bool = True,
-          stream: TextIO | None = None, poll_s: float = 1.0) -> SweepResult:
+          settings: tuple[str, ...] = (), mps_percentage: int | None = None, allow_dirty: bool = False,
+          processes: bool = True, stream: TextIO | None = None, poll_s: float = 1.0) -> SweepResult:
     """Run the grid's unfinished jobs on Dask and record each finished one (see the module docstring).
 
     `runs`: run folders (default runs/NAME); `record`: records (default book/results/NAME). `settings`: more
-    flags for every `ulvm train`/`ulvm test` (e.g. ("--threads", "1")). `processes=False` runs the local
-    workers as threads of this process (each job is a subprocess either way)."""
+    flags for every `ulvm train`/`ulvm test` (e.g. ("--threads", "1")). `mps_percentage`: under the CUDA MPS
+    daemon, each run's share of its GPU's SMs (`ulvm.mps`; the records say it). `processes=False` runs the
+    local workers as threads of this process (each job is a subprocess either way)."""
     stream = stream or sys.stdout
+    environment = client_environment(mps_percentage)          # a share outside 1..100: refused before anything runs
     runs = Path(runs) if runs else Path("runs") / grid.name
     record = Path(record) if record else Path("book/results") / grid.name
     states = {job.name: job_state(job, grid, runs, record) for job in grid.jobs}
@@ -391,7 +395,8 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
         if states[job.name] == "done":
             result.status[job.name] = "skipped"
     gpus = () if (scheduler or device == "cpu") else visible_gpus()
-    extra = dict(concurrent_runs=None, gpus=len(gpus) or None)
+    extra = dict(concurrent_runs=None, gpus=len(gpus) or None,
+                 **({"mps_percentage": mps_percentage} if mps_percentage is not None else {}))
     if not todo:
         extra["concurrent_runs"] = 1
         for job in grid.jobs:
@@ -429,7 +434,7 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
         say(f"{grid.name}: {len(todo)} jobs to run on {slots} worker slot(s)"
             + (f" over {len(gpus)} GPU(s)" if gpus else "") + f"; logs in {runs}/NAME.log")
         token = uuid.uuid4().hex[:8]
-        futures = {client.submit(run_job, job, grid.data, grid.test_on, runs, device, settings, gpus,
+        futures = {client.submit(run_job, job, grid.data, grid.test_on, runs, device, settings, gpus, environment,
                                  key=f"ulvm-sweep-{job.name}-{token}", pure=False, priority=-index): job
                    for index, job in enumerate(todo)}
         pending = set(futures)

@@ -14,14 +14,14 @@ kernels of several runs at once, which needs no daemon.
 Several processes share a GPU by time-slicing unless the CUDA MPS daemon runs (`nvidia-cuda-mps-control
 -d`, usually as root): then their kernels run concurrently. With `mps=("off", "on")` the measurement is
 taken without and with it; the daemon is started and stopped here, and when it cannot be (no binary, not
-permitted) the "on" rows say why instead of numbers.
+permitted) the "on" rows say why instead of numbers. `mps_percentage` caps each run's share of the GPU
+under the daemon (`ulvm.mps`).
 
     ulvm throughput --data data/prepared/isic2017 --ks 1 2 4 8 16 --mps off on --out book/results/bench/throughput.json
 """
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -31,20 +31,7 @@ from pathlib import Path
 from .checkpoint import read_run_checkpoint
 from .errors import RunError
 from .experiments import Job, read_log, together_command
-
-
-def start_mps() -> str:
-    """Start the CUDA MPS control daemon; "" when it runs, else why not."""
-    if shutil.which("nvidia-cuda-mps-control") is None:
-        return "nvidia-cuda-mps-control not found"
-    done = subprocess.run(["nvidia-cuda-mps-control", "-d"], capture_output=True, text=True)
-    if done.returncode == 0:
-        return ""
-    return f"nvidia-cuda-mps-control -d failed: {done.stderr.strip() or done.returncode}"
-
-
-def stop_mps() -> None:
-    subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", capture_output=True, text=True)
+from .mps import client_environment, start_mps, stop_mps
 
 
 def _steady_epoch_times(run: Path) -> list[float]:
@@ -61,11 +48,12 @@ def _exit_reason(code: int) -> str:
 
 
 def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device: str, gpus: tuple[int, ...],
-          overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = ()) -> dict:
+          overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = (),
+          environment: dict[str, str] | None = None) -> dict:
     """K training runs at once (the grid jobs of seeds 42, 43, ...: `ulvm sweep`'s command) into
     FOLDER/<job>, `together` of them in each `ulvm train` process (`--seeds`, one CUDA stream a run), the
-    processes pinned round-robin to `gpus`, with more `ulvm train` flags in `settings` (e.g. "--compile");
-    their aggregate steady-state throughput."""
+    processes pinned round-robin to `gpus`, with more `ulvm train` flags in `settings` (e.g. "--compile")
+    and more variables in their `environment`; their aggregate steady-state throughput."""
     jobs = [Job(4, True, None, 42 + i, profile=profile, overrides=(*overrides, f"epochs={epochs}"))
             for i in range(k)]
     groups = [jobs[i:i + together] for i in range(0, k, together)]
@@ -73,7 +61,7 @@ def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device
     processes, logs = [], []
     started = time.perf_counter()
     for i, group in enumerate(groups):
-        env = dict(os.environ)
+        env = {**os.environ, **(environment or {})}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(gpus[i % len(gpus)])
         logs.append(open(folder / f"{group[0].name}.log", "w"))
@@ -100,14 +88,16 @@ def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device
 def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), epochs: int = 3,
                        profile: str = "paper", device: str = "cuda", gpus: tuple[int, ...] = (),
                        overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = (),
-                       progress=print, on_row=lambda rows: None) -> list[dict]:
+                       mps_percentage: int | None = None, progress=print, on_row=lambda rows: None) -> list[dict]:
     """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, `together` of them in
-    each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured).
+    each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured);
+    with MPS on, each process at most `mps_percentage` % of the GPU's SMs (None: all).
     A K whose training processes fail gets a row saying why, and the larger Ks of that mode are not tried
     (they need more of what ran out). `on_row(rows)` is called after every row (measured, failed or
     unavailable), so a caller can keep what was measured before a later K fails or the command is killed."""
     if together < 1:
         raise RunError(f"runs per process (--together) must be at least 1, not {together}")
+    client = client_environment(mps_percentage)                # a share outside 1..100: refused here
     rows = []
     for mode in mps:
         why = start_mps() if mode == "on" else ""
@@ -122,7 +112,8 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
                 try:
                     row = {"mps": mode, **run_k(k, Path(data), Path(runs) / f"mps_{mode}" / f"k{k}", epochs=epochs,
                                                 profile=profile, device=device, gpus=gpus, overrides=overrides,
-                                                together=together, settings=settings)}
+                                                together=together, settings=settings,
+                                                environment=client if mode == "on" else None)}
                 except RunError as error:
                     rows.append({"mps": mode, "k": k, "failed": str(error)})
                     on_row(rows)
