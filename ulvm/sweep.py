@@ -54,7 +54,8 @@ install them there with no index::
 
 How many runs per GPU: measure it with `ulvm throughput` (`ulvm.throughput`: K runs at once, CUDA MPS off and
 on) and pass the best K as `--runs-per-gpu`; without MPS, processes on one GPU are time-sliced and K > 1
-gains little.
+gains little. Under MPS, `--mps-percentage P` caps each run's share of its GPU (`ulvm.mps`): 14 runs on an
+H200 trained 23% faster at 10% each than uncapped.
 """
 from __future__ import annotations
 
