@@ -207,7 +207,7 @@ def test_sweep_runs_records_and_skips_on_a_second_call(tmp_path, tiny, subproces
             assert rec["mps_percentage"] == 30
         assert "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=30)" in (runs / f"{name}.log").read_text()
     out = capsys.readouterr().out
-    assert "tiny: 2/2 done, 0 running, 0 failed" in out and "tiny: all 2 jobs done" in out
+    assert "tiny: 2/2 done, 0 running, 0 failed" in out and re.search(r"tiny: all 2 jobs done, after 0:0\d:\d\d", out)
     assert "p4_b1_s42: recorded" in out
 
     started = time.perf_counter()
@@ -253,5 +253,5 @@ def test_sweep_resumes_a_killed_run_and_reports_a_failed_job(tmp_path, tiny, sub
     assert (record / "test_prepared" / "p4_b1_s44.json").is_file()
     failed_log = runs / "nope_s42.log"
     assert f"nope_s42: FAILED (exit code 2), see {failed_log}" in out
-    assert "nope" in failed_log.read_text() and "1 of 2 jobs failed: nope_s42" in out
+    assert "nope" in failed_log.read_text() and re.search(r"1 of 2 jobs failed, after \d:\d\d:\d\d: nope_s42", out)
     assert not (record / "test_prepared" / "nope_s42.json").exists()

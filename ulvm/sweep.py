@@ -375,6 +375,7 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
     flags for every `ulvm train`/`ulvm test` (e.g. ("--threads", "1")). `mps_percentage`: under the CUDA MPS
     daemon, each run's share of its GPU's SMs (`ulvm.mps`; the records say it). `processes=False` runs the
     local workers as threads of this process (each job is a subprocess either way)."""
+    started = time.monotonic()
     stream = stream or sys.stdout
     environment = client_environment(mps_percentage)          # a share outside 1..100: refused before anything runs
     runs = Path(runs) if runs else Path("runs") / grid.name
@@ -475,10 +476,12 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
         client.close()
         if cluster is not None:
             cluster.close()
+    took = f"after {_clock(time.monotonic() - started)}"          # the grid's wall time, start to last record
     if result.failures:
-        say(f"{grid.name}: {len(result.failures)} of {len(grid.jobs)} jobs failed: {', '.join(result.failures)}")
+        failed = ", ".join(result.failures)
+        say(f"{grid.name}: {len(result.failures)} of {len(grid.jobs)} jobs failed, {took}: {failed}")
     else:
-        say(f"{grid.name}: all {len(grid.jobs)} jobs done")
+        say(f"{grid.name}: all {len(grid.jobs)} jobs done, {took}")
     return result
 
 
