@@ -2,12 +2,13 @@
 
 Several processes on one GPU are time-sliced unless the CUDA Multi-Process Service runs
 (`nvidia-cuda-mps-control -d`, usually as root): then the kernels of all of them run at the same time.
-By default each client may fill every SM with one kernel. A training step of this 49k-parameter model is
-~1,600 small kernels (NOTES row 36), and with 14 runs on an H200 the few large ones (cuDNN's weight
-gradients, the norms, the scan's backward) took the whole GPU in turn while the other runs' kernels waited.
-`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`, read by each client when it creates its CUDA context, caps the SMs
-one process's kernels may occupy: at 10% the 14 runs took 2.60 s an epoch instead of 3.40 (NOTES row 45).
-Without the daemon the variable does nothing.
+By default each client may fill every SM with one kernel. `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`, read by
+each client when it creates its CUDA context, caps the SMs one process's kernels may occupy: with 14
+compiled runs on an H200, at 10% they took 2.60 s an epoch instead of 3.40 (NOTES row 45). Our reading,
+not measured kernel by kernel: a training step of this 49k-parameter model is ~1,600 small kernels (NOTES
+row 36), and uncapped, each run's few large ones (cuDNN's weight gradients, the norms, the scan's
+backward) spread over the whole GPU while the other runs' small kernels wait for SMs. Without the daemon
+the variable does nothing (it is read only by MPS clients).
 """
 from __future__ import annotations
 
