@@ -46,6 +46,22 @@ def test_an_mps_share_of_the_gpu_is_a_percentage(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()                          # refused before any run
 
 
+def test_the_mps_cap_applies_to_runs_that_share_not_to_the_lone_reference(tmp_path, monkeypatch):
+    import ulvm.throughput
+
+    monkeypatch.setattr(ulvm.throughput, "start_mps", lambda: "")      # as on a GPU machine with MPS
+    monkeypatch.setattr(ulvm.throughput, "stop_mps", lambda: None)
+    started = []
+    real_run_k = ulvm.throughput.run_k
+    monkeypatch.setattr(ulvm.throughput, "run_k", lambda k, *args, **kwargs: (
+        started.append((k, kwargs["environment"])) or real_run_k(k, *args, **kwargs)))
+    data = write_tiny_prepared(tmp_path)
+    rows = measure_throughput(data, tmp_path / "runs", ks=(1, 2), mps=("on",), epochs=2, profile="quick",
+                              device="cpu", overrides=TINY, mps_percentage=30, progress=lambda line: None)
+    assert started == [(1, None), (2, {ACTIVE_THREAD_PERCENTAGE: "30"})]
+    assert "mps_percentage" not in rows[0] and rows[1]["mps_percentage"] == 30 and rows[0]["speedup"] == 1.0
+
+
 def test_runs_together_in_one_process_are_measured_the_same_way(tmp_path):
     data = write_tiny_prepared(tmp_path)
     rows = measure_throughput(data, tmp_path / "runs", ks=(3,), epochs=2, profile="quick", device="cpu",

@@ -7,8 +7,9 @@ each client when it creates its CUDA context, caps the SMs one process's kernels
 compiled runs on an H200, at 10% they took 2.60 s an epoch instead of 3.40 (NOTES row 45). Our reading,
 not measured kernel by kernel: a training step of this 49k-parameter model is ~1,600 small kernels (NOTES
 row 36), and uncapped, each run's few large ones (cuDNN's weight gradients, the norms, the scan's
-backward) spread over the whole GPU while the other runs' small kernels wait for SMs. Without the daemon
-the variable does nothing (it is read only by MPS clients).
+backward) spread over the whole GPU while the other runs' small kernels wait for SMs. A cap is for runs
+that share a GPU: a lone run at 10% took 2.52 s an epoch, about twice its uncapped time (NOTES row 48).
+Without the daemon the variable does nothing (it is read only by MPS clients).
 """
 from __future__ import annotations
 

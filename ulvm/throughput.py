@@ -15,7 +15,9 @@ Several processes share a GPU by time-slicing unless the CUDA MPS daemon runs (`
 -d`, usually as root): then their kernels run concurrently. With `mps=("off", "on")` the measurement is
 taken without and with it; the daemon is started and stopped here, and when it cannot be (no binary, not
 permitted) the "on" rows say why instead of numbers. `mps_percentage` caps each run's share of the GPU
-under the daemon (`ulvm.mps`).
+under the daemon (`ulvm.mps`) when K > 1: a lone run shares the GPU with nothing, and under a 10% cap it
+took twice as long an epoch on an H200 (NOTES row 48), so K = 1, the reference of every speed-up, runs
+uncapped and the speed-up stays over a run as it trains alone.
 
     ulvm throughput --data data/prepared/isic2017 --ks 1 2 4 8 16 --mps off on --out book/results/bench/throughput.json
 """
@@ -91,7 +93,8 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
                        mps_percentage: int | None = None, progress=print, on_row=lambda rows: None) -> list[dict]:
     """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, `together` of them in
     each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured);
-    with MPS on, each process at most `mps_percentage` % of the GPU's SMs (None: all).
+    with MPS on and K > 1, each process at most `mps_percentage` % of the GPU's SMs (None: all; the rows so
+    capped say it).
     A K whose training processes fail gets a row saying why, and the larger Ks of that mode are not tried
     (they need more of what ran out). `on_row(rows)` is called after every row (measured, failed or
     unavailable), so a caller can keep what was measured before a later K fails or the command is killed."""
@@ -109,16 +112,19 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
         try:
             single = None
             for k in ks:
+                capped = bool(client) and mode == "on" and k > 1
                 try:
                     row = {"mps": mode, **run_k(k, Path(data), Path(runs) / f"mps_{mode}" / f"k{k}", epochs=epochs,
                                                 profile=profile, device=device, gpus=gpus, overrides=overrides,
                                                 together=together, settings=settings,
-                                                environment=client if mode == "on" else None)}
+                                                environment=client if capped else None)}
                 except RunError as error:
                     rows.append({"mps": mode, "k": k, "failed": str(error)})
                     on_row(rows)
                     progress(f"MPS {mode}, K={k}: failed ({error}); larger K not tried")
                     break
+                if capped:
+                    row["mps_percentage"] = mps_percentage
                 if single is None:                      # the first K of this mode is the reference
                     single = row["images_per_s"]
                 row["speedup"] = round(row["images_per_s"] / single, 2)

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 MPS_PERCENTAGE_HELP = ("under the CUDA MPS daemon, each run's share of its GPU's SMs in %% "
-                       "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE; default: all). With 14 runs on an H200, 10 took 2.6 s "
-                       "an epoch instead of 3.4")
+                       "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE; default: all), for many runs at once: with 14 compiled "
+                       "runs on an H200, 10 took 2.6 s an epoch instead of 3.4; a lone run at 10%% takes about "
+                       "twice as long")
 
 
 def register(sub) -> None:
@@ -62,7 +63,8 @@ def register(sub) -> None:
                         "taking turns on their own CUDA streams")
     p.add_argument("--compile", action="store_true", help="train with --compile (CUDA: a compiled step)")
     p.add_argument("--eval-batch-size", type=int, metavar="B", help="train with --eval-batch-size B (validation)")
-    p.add_argument("--mps-percentage", type=int, metavar="P", help=MPS_PERCENTAGE_HELP + " (the --mps on rows)")
+    p.add_argument("--mps-percentage", type=int, metavar="P",
+                   help=MPS_PERCENTAGE_HELP + " (the --mps on rows with K > 1)")
     p.add_argument("--runs", type=Path, default=Path("runs/throughput"), help="run folders (default runs/throughput)")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here (e.g. book/results/bench/)")
     p.set_defaults(func=run_throughput)
