@@ -60,6 +60,10 @@ def test_the_mps_cap_applies_to_runs_that_share_not_to_the_lone_reference(tmp_pa
                               device="cpu", overrides=TINY, mps_percentage=30, progress=lambda line: None)
     assert started == [(1, None), (2, {ACTIVE_THREAD_PERCENTAGE: "30"})]
     assert "mps_percentage" not in rows[0] and rows[1]["mps_percentage"] == 30 and rows[0]["speedup"] == 1.0
+    started.clear()
+    rows = measure_throughput(data, tmp_path / "together", ks=(2,), mps=("on",), epochs=2, profile="quick",
+                              device="cpu", overrides=TINY, together=2, mps_percentage=30, progress=lambda line: None)
+    assert started == [(2, None)] and "mps_percentage" not in rows[0]     # one process: it shares with nothing
 
 
 def test_runs_together_in_one_process_are_measured_the_same_way(tmp_path):

@@ -15,14 +15,15 @@ Several processes share a GPU by time-slicing unless the CUDA MPS daemon runs (`
 -d`, usually as root): then their kernels run concurrently. With `mps=("off", "on")` the measurement is
 taken without and with it; the daemon is started and stopped here, and when it cannot be (no binary, not
 permitted) the "on" rows say why instead of numbers. `mps_percentage` caps each run's share of the GPU
-under the daemon (`ulvm.mps`) when K > 1: a lone run shares the GPU with nothing, and under a 10% cap it
-took twice as long an epoch on an H200 (NOTES row 48), so K = 1, the reference of every speed-up, runs
-uncapped and the speed-up stays over a run as it trains alone.
+under the daemon (`ulvm.mps`) where processes share a GPU: a lone run shares it with nothing, and under a
+10% cap it took twice as long an epoch on an H200 (NOTES row 48), so K = 1, the usual reference of the
+speed-ups, runs uncapped and the speed-up stays over a run as it trains alone.
 
     ulvm throughput --data data/prepared/isic2017 --ks 1 2 4 8 16 --mps off on --out book/results/bench/throughput.json
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import statistics
@@ -87,14 +88,20 @@ def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device
             "epochs_per_min": round(sum(60.0 / s for s in epoch_s), 3), "train_images": images}
 
 
+def _processes_per_gpu(k: int, together: int, gpus: tuple[int, ...]) -> int:
+    """How many of `run_k`'s processes (K runs, `together` to a process, round-robin over `gpus`, all on one
+    GPU when none are given) the busiest GPU holds."""
+    return math.ceil(math.ceil(k / together) / max(1, len(gpus)))
+
+
 def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), epochs: int = 3,
                        profile: str = "paper", device: str = "cuda", gpus: tuple[int, ...] = (),
                        overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = (),
                        mps_percentage: int | None = None, progress=print, on_row=lambda rows: None) -> list[dict]:
     """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, `together` of them in
     each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured);
-    with MPS on and K > 1, each process at most `mps_percentage` % of the GPU's SMs (None: all; the rows so
-    capped say it).
+    with MPS on, where several processes share a GPU, each at most `mps_percentage` % of its SMs (None: all;
+    the rows so capped say it).
     A K whose training processes fail gets a row saying why, and the larger Ks of that mode are not tried
     (they need more of what ran out). `on_row(rows)` is called after every row (measured, failed or
     unavailable), so a caller can keep what was measured before a later K fails or the command is killed."""
@@ -112,7 +119,7 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
         try:
             single = None
             for k in ks:
-                capped = bool(client) and mode == "on" and k > 1
+                capped = bool(client) and mode == "on" and _processes_per_gpu(k, together, gpus) > 1
                 try:
                     row = {"mps": mode, **run_k(k, Path(data), Path(runs) / f"mps_{mode}" / f"k{k}", epochs=epochs,
                                                 profile=profile, device=device, gpus=gpus, overrides=overrides,

@@ -64,7 +64,7 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true", help="train with --compile (CUDA: a compiled step)")
     p.add_argument("--eval-batch-size", type=int, metavar="B", help="train with --eval-batch-size B (validation)")
     p.add_argument("--mps-percentage", type=int, metavar="P",
-                   help=MPS_PERCENTAGE_HELP + " (the --mps on rows with K > 1)")
+                   help=MPS_PERCENTAGE_HELP + " (the --mps on rows where processes share a GPU)")
     p.add_argument("--runs", type=Path, default=Path("runs/throughput"), help="run folders (default runs/throughput)")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here (e.g. book/results/bench/)")
     p.set_defaults(func=run_throughput)
