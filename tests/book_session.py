@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ulvm.reproduce import reproduce
+from ulvm.report.reproduce import reproduce
 
 REPO = Path(__file__).resolve().parents[1]
 _done: dict[str, object] = {}

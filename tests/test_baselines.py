@@ -96,8 +96,8 @@ def test_lightmunet_backend_reaches_every_mamba():
 def test_every_model_trains_through_the_cli(name, tmp_path):
     """`ulvm train --model NAME`: the same engine, checkpoints and config for every model of the comparison."""
     from helpers import write_tiny_prepared
-    from ulvm.checkpoint import load_run
     from ulvm.cli import main
+    from ulvm.engine.checkpoint import load_run
 
     data = write_tiny_prepared(tmp_path)
     run = tmp_path / "run"
@@ -105,4 +105,4 @@ def test_every_model_trains_through_the_cli(name, tmp_path):
                  "--epochs", "1", "--max-images", "4", "--batch-size", "2", "--set", "input_size=32",
                  "--device", "cpu", "--no-progress", "--no-test"]) == 0
     model, config = load_run(run)
-    assert config.model == name and type(model) is baselines.MODELS[name]
+    assert config.model == name and type(model) is baselines.BASELINES[name]

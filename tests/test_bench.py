@@ -1,7 +1,7 @@
 """`ulvm bench`: paths side by side in one process, ratios against the fastest baseline of that process."""
 import pytest
 
-from ulvm.bench import format_table, run_benchmark
+from ulvm.report.bench import format_table, run_benchmark
 
 
 def test_cpu_benchmark_times_the_official_structure_and_ours_against_the_fastest_baseline():
@@ -20,7 +20,7 @@ def test_cpu_benchmark_times_the_official_structure_and_ours_against_the_fastest
 
 
 def test_the_comparison_models_are_timed_side_by_side_against_ultralight():
-    from ulvm.bench import compare_models
+    from ulvm.report.bench import compare_models
 
     result = compare_models("cpu", ["ultralight", "egeunet", "unext_s"], size=32, repeats=1,
                             progress=lambda line: None)

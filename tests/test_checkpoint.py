@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from ulvm.checkpoint import load_model_state, read_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ulvm.config import Config
+from ulvm.engine.checkpoint import load_model_state, read_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ulvm.errors import RunError
-from ulvm.model import build_model
+from ulvm.registry import build_model
 
 
 @pytest.fixture(scope="module")

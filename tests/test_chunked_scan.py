@@ -64,7 +64,7 @@ def test_backend_chunked_through_selective_scan_and_fp32():
 
 
 def test_whole_model_chunked_matches_parallel():
-    from ulvm.export import amplify_mamba_
+    from ulvm.deploy.export import amplify_mamba_
     torch.manual_seed(0)
     model = amplify_mamba_(UltraLightVMUNet(backend="parallel")).eval()
     x = torch.rand(2, 3, 64, 64) * 255

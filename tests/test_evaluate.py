@@ -7,13 +7,13 @@ import torch
 from PIL import Image
 
 from helpers import CPU, interrupted_fit, tiny_config, write_tiny_prepared
-from ulvm.checkpoint import load_run
 from ulvm.cli import main
 from ulvm.data.tensors import split_tensors
+from ulvm.engine.checkpoint import load_run
+from ulvm.engine.evaluate import evaluate, write_results
+from ulvm.engine.train import fit
 from ulvm.errors import RunError
-from ulvm.evaluate import evaluate, write_results
 from ulvm.metrics import pooled_metrics
-from ulvm.train import fit
 
 
 @pytest.fixture(scope="module")

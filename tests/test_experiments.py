@@ -4,7 +4,7 @@ import json
 import pytest
 
 from ulvm.errors import RunError
-from ulvm.experiments import Job, record_run, record_runs
+from ulvm.sweeps.experiments import Job, record_run, record_runs
 
 
 def test_job_command_is_a_paper_protocol_train(tmp_path):
@@ -84,7 +84,7 @@ def test_committed_records_name_a_clean_commit():
 
 
 def test_jobs_that_differ_in_their_seed_alone_train_together_in_one_command(tmp_path):
-    from ulvm.experiments import together_command
+    from ulvm.sweeps.experiments import together_command
 
     jobs = [Job(2, False, 1, seed) for seed in (42, 43)]
     command = together_command(jobs, tmp_path / "data", tmp_path / "runs", "cpu", ("--threads", "1"))

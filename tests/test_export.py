@@ -10,7 +10,7 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from ulvm import export  # noqa: E402
+from ulvm.deploy import export  # noqa: E402
 from ulvm.model import UltraLightVMUNet  # noqa: E402
 
 torch.set_num_threads(1)

@@ -1,15 +1,15 @@
-"""CUDA-graph training steps (`ulvm.graphs`): they must train exactly like the eager loop."""
+"""CUDA-graph training steps (`ulvm.engine.graphs`): they must train exactly like the eager loop."""
 import copy
 
 import pytest
 import torch
 
 from ulvm.config import Config, RunSettings
-from ulvm.graphs import GraphedTrainStep, set_capturable, training_state_restored
-from ulvm.losses import loss_weights
+from ulvm.engine.graphs import GraphedTrainStep, set_capturable, training_state_restored
+from ulvm.engine.losses import loss_weights
+from ulvm.engine.optim import build_optimizer
+from ulvm.engine.train import fit, fit_together, train_step
 from ulvm.model import UltraLightVMUNet
-from ulvm.optim import build_optimizer
-from ulvm.train import fit, fit_together, train_step
 
 WEIGHTS = loss_weights(Config())
 

@@ -1,7 +1,7 @@
 """The book's notebooks: how they are committed, the papermill runner, and every notebook executed.
 
 Fast: committed notebooks carry no outputs and exactly one `parameters` cell followed by a code cell;
-the table of contents lists exactly the notebooks; `ulvm.reproduce` injects parameters, resumes, and on a
+the table of contents lists exactly the notebooks; `ulvm.report.reproduce` injects parameters, resumes, and on a
 failing cell names the notebook and the cell and keeps the partial output (on tiny notebooks).
 Slow: every notebook executed with the quick profile through `ulvm reproduce` (once per session).
 """
@@ -15,7 +15,7 @@ import pytest
 import yaml
 from book_session import REPO, executed_notebooks
 
-from ulvm.reproduce import EXECUTION_RECORD, STATUS_PAGE, NotebookFailed, list_notebooks, reproduce
+from ulvm.report.reproduce import EXECUTION_RECORD, STATUS_PAGE, NotebookFailed, list_notebooks, reproduce
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -124,8 +124,8 @@ def test_every_notebook_executes_with_the_quick_profile():
 
 
 def test_run_folders_are_distinct_per_config_and_stable():
-    from ulvm.book import run_folder
     from ulvm.config import Config
+    from ulvm.report.book import run_folder
 
     data = REPO / "data" / "prepared" / "synthetic"
     quick = Config.profile("quick")
@@ -137,8 +137,8 @@ def test_run_folders_are_distinct_per_config_and_stable():
 
 
 def test_dataset_path_names_the_folder_that_is_not_a_dataset(tmp_path):
-    from ulvm.book import dataset_path
     from ulvm.errors import UlvmError
+    from ulvm.report.book import dataset_path
 
     (tmp_path / "_toc.yml").write_text("")
     with pytest.raises(UlvmError, match="nothing_here.*not a prepared dataset"):

@@ -1,9 +1,9 @@
-"""Result tables shared by the notebooks (`ulvm.plots`)."""
+"""Result tables shared by the notebooks (`ulvm.report.plots`)."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from ulvm.plots import paired_comparison
+from ulvm.report.plots import paired_comparison
 
 
 def test_paired_comparison_counts_each_test_image_once():
@@ -27,7 +27,7 @@ def test_paired_comparison_counts_each_test_image_once():
 def test_summary_table_rows_follow_the_papers_order():
     from conftest import REPO
 
-    from ulvm.plots import load_recorded_runs, summary_table
+    from ulvm.report.plots import load_recorded_runs, summary_table
 
     recorded = load_recorded_runs(REPO / "book" / "results" / "ph2_cv" / "test_ph2")
     table = summary_table(recorded)
@@ -38,9 +38,9 @@ def test_summary_table_rows_follow_the_papers_order():
 def test_table1_puts_ours_beside_the_papers_numbers():
     from conftest import REPO
 
-    from ulvm.book import recorded_runs
     from ulvm.paper import PAPER_RESULTS
-    from ulvm.plots import seed_statistics, table1
+    from ulvm.report.book import recorded_runs
+    from ulvm.report.plots import seed_statistics, table1
 
     recorded = {"ISIC2017": recorded_runs("isic2017", "isic2017", REPO / "book" / "results"),
                 "PH2": recorded_runs("isic2017", "ph2", REPO / "book" / "results")}
@@ -57,8 +57,8 @@ def test_table1_puts_ours_beside_the_papers_numbers():
 def test_transfer_matrix_and_seed_spread():
     from conftest import REPO
 
-    from ulvm.book import recorded_runs
-    from ulvm.plots import seed_spread, transfer_matrix
+    from ulvm.report.book import recorded_runs
+    from ulvm.report.plots import seed_spread, transfer_matrix
 
     results = REPO / "book" / "results"
     isic = recorded_runs("isic2017", "isic2017", results)
@@ -74,17 +74,17 @@ def test_transfer_matrix_and_seed_spread():
 
 
 def test_best_median_worst_picks_by_dsc():
-    from ulvm.plots import best_median_worst
+    from ulvm.report.plots import best_median_worst
 
     picks = best_median_worst(["a", "b", "c", "d", "e"], [0.5, 0.9, 0.1, 0.7, 0.3])
     assert picks == {"best": ("b", 0.9), "median": ("a", 0.5), "worst": ("c", 0.1)}
 
 
 def test_the_papers_numbers_live_in_their_own_module():
-    import ulvm.plots
+    import ulvm.report.plots
     from ulvm.paper import pvm_dsc_range
 
-    assert not hasattr(ulvm.plots, "PAPER_PVM_SETTINGS")      # one home for the paper's numbers
+    assert not hasattr(ulvm.report.plots, "PAPER_PVM_SETTINGS")      # one home for the paper's numbers
     assert pvm_dsc_range() == pytest.approx(0.9091 - 0.9069)
 
 
@@ -92,7 +92,7 @@ def _recorded_comparison():
     """The comparison chapter's records: ×4 (5 seeds) and the four finished baselines (3 seeds), per test set."""
     from conftest import REPO
 
-    from ulvm.book import recorded_runs
+    from ulvm.report.book import recorded_runs
 
     results = REPO / "book" / "results"
     recorded = {}
@@ -112,7 +112,7 @@ def test_paired_comparison_refuses_runs_tested_on_different_images():
 
 
 def test_model_comparison_table_puts_cost_and_both_test_sets_side_by_side():
-    from ulvm.plots import MODEL_LABELS, model_comparison_table
+    from ulvm.report.plots import MODEL_LABELS, model_comparison_table
 
     recorded = _recorded_comparison()
     costs = pd.DataFrame({"params": [49_457, 1_000, 2_000]}, index=["ultralight", "malunet", "vmunet"])
@@ -128,7 +128,7 @@ def test_model_comparison_table_puts_cost_and_both_test_sets_side_by_side():
 
 
 def test_paired_table_pairs_each_model_on_shared_seeds_and_corrects_for_the_number_of_tests():
-    from ulvm.plots import paired_table
+    from ulvm.report.plots import paired_table
 
     recorded = _recorded_comparison()
     table = paired_table(recorded, "×4", ["malunet", "unet", "vmunet"])
@@ -141,7 +141,7 @@ def test_paired_table_pairs_each_model_on_shared_seeds_and_corrects_for_the_numb
 
 
 def test_params_vs_dsc_figure_draws_one_point_per_recorded_model():
-    from ulvm.plots import params_vs_dsc_figure, seed_means
+    from ulvm.report.plots import params_vs_dsc_figure, seed_means
 
     recorded = _recorded_comparison()
     fig = params_vs_dsc_figure({"ultralight": 49_457, "malunet": 175_000, "vmunet": 27e6}, recorded)
@@ -156,7 +156,7 @@ def test_params_vs_dsc_figure_draws_one_point_per_recorded_model():
 def test_plot_validation_curves_one_legend_entry_per_model():
     import matplotlib.pyplot as plt
 
-    from ulvm.plots import plot_validation_curves
+    from ulvm.report.plots import plot_validation_curves
 
     fig, ax = plt.subplots()
     plot_validation_curves({"ours": [[0.5, 0.6], [0.55, 0.7]], "other": [[0.4, 0.8, 0.9]]}, ax, highlight="ours")
@@ -172,7 +172,7 @@ def plt_close(fig):
 
 
 def test_paired_per_image_averages_shared_seeds_and_paired_table_reports_the_share_of_wins():
-    from ulvm.plots import paired_per_image, paired_table
+    from ulvm.report.plots import paired_per_image, paired_table
 
     runs = pd.DataFrame([{"configuration": name, "seed": seed, "fold": None, "per-image DSC": dsc,
                           "per-image ids": ["i", "j", "k"]}
@@ -188,8 +188,8 @@ def test_paired_per_image_averages_shared_seeds_and_paired_table_reports_the_sha
 
 
 def test_throughput_table_keeps_measured_rows_and_counts_gpus():
-    from ulvm.plots import throughput_figure, throughput_table
-    from ulvm.throughput import grid_minutes
+    from ulvm.report.plots import throughput_figure, throughput_table
+    from ulvm.sweeps.throughput import grid_minutes
 
     record = {"gpus": [0, 1], "code_version": "abc1234", "rows": [
         {"mps": "off", "k": 1, "images_per_s": 100.0, "epochs_per_min": 4.8, "mean_epoch_s": 12.5, "speedup": 1.0},

@@ -9,8 +9,8 @@ from PIL import Image
 
 import ulvm
 from ulvm.cli import main
+from ulvm.deploy.prediction import predict_files
 from ulvm.errors import UlvmError
-from ulvm.prediction import predict_files
 
 
 def _dermoscopy_like(height, width, seed=0):
@@ -171,7 +171,7 @@ def test_a_pt2_package_predicts_in_a_fresh_process_what_the_checkpoint_predicts(
     come back at the original size, the same as the checkpoint's at the package's input size."""
     import torch
 
-    from ulvm.export import load_pt2
+    from ulvm.deploy.export import load_pt2
 
     model = load_pt2(package)
     assert model.metadata["scan"] == "cpp" and not list(package.parent.glob(".*.tmp"))
@@ -195,8 +195,8 @@ def test_a_pt2_package_predicts_in_a_fresh_process_what_the_checkpoint_predicts(
 def test_a_pt2_package_refuses_what_it_cannot_do_with_a_clear_error(package, tmp_path, monkeypatch, capsys):
     import torch
 
-    from ulvm.export import load_pt2
-    from ulvm.prediction import load_weights
+    from ulvm.deploy.export import load_pt2
+    from ulvm.deploy.prediction import load_weights
 
     model = load_pt2(package)
     for wrong in (torch.zeros(1, 3, 32, 32), torch.zeros(0, 3, 64, 64)):

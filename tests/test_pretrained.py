@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import ulvm
+from ulvm.deploy.pretrained import available, model_card
 from ulvm.errors import UlvmError
-from ulvm.pretrained import available, model_card
 
 
 def test_the_isic2017_model_loads_in_eval_mode_with_its_config():

@@ -13,9 +13,9 @@ import yaml
 
 from helpers import write_tiny_prepared
 from ulvm.cli import main
+from ulvm.engine.runs import LOG_COLUMNS
 from ulvm.errors import UlvmError
-from ulvm.runs import LOG_COLUMNS
-from ulvm.sweep import load_grid, offline_wheels_command, parse_grid, sweep
+from ulvm.sweeps.sweep import load_grid, offline_wheels_command, parse_grid, sweep
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -84,15 +84,15 @@ def test_offline_wheels_command_pins_the_extra():
 
 def test_gpu_slots_come_from_cuda_visible_devices_and_pin_by_worker_name(monkeypatch):
     distributed = pytest.importorskip("distributed")
-    import ulvm.sweep
+    import ulvm.sweeps.sweep
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
-    assert ulvm.sweep.visible_gpus() == ("2", "5")
+    assert ulvm.sweeps.sweep.visible_gpus() == ("2", "5")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert ulvm.sweep.visible_gpus() == ()
+    assert ulvm.sweeps.sweep.visible_gpus() == ()
     names = iter([0, 1, 2, 3])                       # LocalCluster workers are named 0..n-1
     monkeypatch.setattr(distributed, "get_worker", lambda: type("W", (), {"name": next(names)}))
-    assert [ulvm.sweep._worker_gpu(("2", "5")) for _ in range(4)] == ["2", "5", "2", "5"]
-    assert ulvm.sweep._worker_gpu(()) is None
+    assert [ulvm.sweeps.sweep._worker_gpu(("2", "5")) for _ in range(4)] == ["2", "5", "2", "5"]
+    assert ulvm.sweeps.sweep._worker_gpu(()) is None
 
 
 def test_a_tested_run_is_only_recorded_and_missing_data_is_refused_early(tmp_path, capsys):
@@ -116,7 +116,7 @@ def test_a_tested_run_is_only_recorded_and_missing_data_is_refused_early(tmp_pat
 def test_progress_is_a_line_per_change_or_minute_off_a_terminal_and_one_rewritten_line_on_one():
     import io
 
-    from ulvm.sweep import Progress
+    from ulvm.sweeps.sweep import Progress
 
     now = [0.0]
     plain = io.StringIO()
@@ -143,9 +143,9 @@ def test_progress_is_a_line_per_change_or_minute_off_a_terminal_and_one_rewritte
 
 
 def test_the_eta_comes_from_the_epochs_the_runs_log_and_drops_failed_jobs(tmp_path):
-    from ulvm.experiments import Job
-    from ulvm.runs import write_log
-    from ulvm.sweep import TrainingETA
+    from ulvm.engine.runs import write_log
+    from ulvm.sweeps.experiments import Job
+    from ulvm.sweeps.sweep import TrainingETA
 
     def log(name, epochs):
         (tmp_path / name).mkdir(exist_ok=True)

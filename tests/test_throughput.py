@@ -6,8 +6,8 @@ import pytest
 
 from helpers import write_tiny_prepared
 from ulvm.cli import main
-from ulvm.mps import ACTIVE_THREAD_PERCENTAGE, client_environment, start_mps
-from ulvm.throughput import measure_throughput
+from ulvm.sweeps.mps import ACTIVE_THREAD_PERCENTAGE, client_environment, start_mps
+from ulvm.sweeps.throughput import measure_throughput
 
 TINY = ("input_size=32", "batch_size=4", "max_images=8")
 
@@ -47,13 +47,13 @@ def test_an_mps_share_of_the_gpu_is_a_percentage(tmp_path, capsys):
 
 
 def test_the_mps_cap_applies_to_runs_that_share_not_to_the_lone_reference(tmp_path, monkeypatch):
-    import ulvm.throughput
+    import ulvm.sweeps.throughput
 
-    monkeypatch.setattr(ulvm.throughput, "start_mps", lambda: "")      # as on a GPU machine with MPS
-    monkeypatch.setattr(ulvm.throughput, "stop_mps", lambda: None)
+    monkeypatch.setattr(ulvm.sweeps.throughput, "start_mps", lambda: "")      # as on a GPU machine with MPS
+    monkeypatch.setattr(ulvm.sweeps.throughput, "stop_mps", lambda: None)
     started = []
-    real_run_k = ulvm.throughput.run_k
-    monkeypatch.setattr(ulvm.throughput, "run_k", lambda k, *args, **kwargs: (
+    real_run_k = ulvm.sweeps.throughput.run_k
+    monkeypatch.setattr(ulvm.sweeps.throughput, "run_k", lambda k, *args, **kwargs: (
         started.append((k, kwargs["environment"])) or real_run_k(k, *args, **kwargs)))
     data = write_tiny_prepared(tmp_path)
     rows = measure_throughput(data, tmp_path / "runs", ks=(1, 2), mps=("on",), epochs=2, profile="quick",
@@ -94,7 +94,7 @@ def test_settings_reach_every_training_process(tmp_path):
 def test_a_failing_k_is_recorded_and_what_was_measured_before_it_is_kept(tmp_path, monkeypatch):
     """K = 40 ran out of host memory on an H200 machine and the whole record was lost; now the record keeps
     K = 1, says why K = 2 failed, and does not try K = 4."""
-    import ulvm.throughput as throughput
+    import ulvm.sweeps.throughput as throughput
     from ulvm.errors import RunError
 
     tried = []
@@ -118,7 +118,7 @@ def test_a_failing_k_is_recorded_and_what_was_measured_before_it_is_kept(tmp_pat
 
 
 def test_a_grid_estimate_from_wall_time_counts_start_and_first_epoch():
-    from ulvm.throughput import grid_minutes, grid_wall_minutes
+    from ulvm.sweeps.throughput import grid_minutes, grid_wall_minutes
 
     row = {"k": 14, "wall_s": 79.0, "mean_epoch_s": 3.3, "epochs_per_min": 14 * 60 / 3.3}
     by_rate = grid_minutes(row["epochs_per_min"], runs=14, epochs=250)

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import ulvm.train
+import ulvm.engine.train
 from helpers import CPU, interrupted_fit, tiny_config, write_tiny_prepared
-from ulvm.checkpoint import read_checkpoint
 from ulvm.config import Config, RunSettings
 from ulvm.data.tensors import to_input_size
+from ulvm.engine.checkpoint import read_checkpoint
+from ulvm.engine.optim import lr_schedule
+from ulvm.engine.train import fit, fit_together
 from ulvm.errors import RunError, UlvmError
-from ulvm.optim import lr_schedule
-from ulvm.train import fit, fit_together
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def test_unknown_model_or_backend_is_refused_before_the_run_folder(tiny_data, tm
 
 
 def test_the_book_reuses_a_finished_run_and_trains_a_missing_one(tiny_data, tmp_path):
-    from ulvm.book import train_or_reuse
+    from ulvm.report.book import train_or_reuse
     config = tiny_config(epochs=1)
     trained = train_or_reuse(config, tiny_data, tmp_path / "run", CPU)
     reused = train_or_reuse(config, tiny_data, tmp_path / "run", CPU)
@@ -128,14 +128,14 @@ def test_fewer_train_images_than_a_dropped_batch_is_refused_before_the_run_folde
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
-    real_loss, calls = ulvm.train.bce_dice_loss, []
+    real_loss, calls = ulvm.engine.train.bce_dice_loss, []
 
     def loss_that_explodes_in_epoch_2(probs, masks, **weights):
         calls.append(1)
         loss = real_loss(probs, masks, **weights)
         return loss * float("nan") if len(calls) > 3 else loss      # 3 steps per epoch
 
-    monkeypatch.setattr(ulvm.train, "bce_dice_loss", loss_that_explodes_in_epoch_2)
+    monkeypatch.setattr(ulvm.engine.train, "bce_dice_loss", loss_that_explodes_in_epoch_2)
     run = tmp_path / "nan"
     with pytest.raises(RunError, match="epoch 2: loss is not finite.*last good checkpoint kept.*epoch 1"):
         fit(tiny_config(), tiny_data, run, settings=CPU, progress=False)

@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-import ulvm.train
+import ulvm.engine.train
 from helpers import CPU, tiny_config, write_tiny_prepared
-from ulvm.checkpoint import read_checkpoint
 from ulvm.config import Config, RunSettings
 from ulvm.data import prepare
-from ulvm.evaluate import evaluate
-from ulvm.train import fit
+from ulvm.engine.checkpoint import read_checkpoint
+from ulvm.engine.evaluate import evaluate
+from ulvm.engine.train import fit
 
 CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -24,7 +24,7 @@ def test_fit_interrupt_resume_and_evaluate(tmp_path, monkeypatch, device, amp):
     data = write_tiny_prepared(tmp_path)
     config = tiny_config(epochs=2, amp=amp)
     settings = RunSettings(device=device)
-    real_validate, calls = ulvm.train.validate, []
+    real_validate, calls = ulvm.engine.train.validate, []
 
     def interrupted_in_epoch_2(*args):
         calls.append(1)
@@ -32,12 +32,12 @@ def test_fit_interrupt_resume_and_evaluate(tmp_path, monkeypatch, device, amp):
             raise KeyboardInterrupt
         return real_validate(*args)
 
-    monkeypatch.setattr(ulvm.train, "validate", interrupted_in_epoch_2)
+    monkeypatch.setattr(ulvm.engine.train, "validate", interrupted_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         fit(config, data, tmp_path / "run", settings=settings, progress=False)
     checkpoint = read_checkpoint(tmp_path / "run" / "last.pt")
     assert checkpoint["epoch"] == 1 and ("scaler" in checkpoint) == amp
-    monkeypatch.setattr(ulvm.train, "validate", real_validate)
+    monkeypatch.setattr(ulvm.engine.train, "validate", real_validate)
     run = fit(config, data, tmp_path / "run", settings=settings, progress=False)   # resumes
     assert run.resumed_from_epoch == 1 and all(math.isfinite(row["val_loss"]) for row in run.history)
     results = evaluate(run.run_dir, data, settings=settings, bootstrap=100)

@@ -1,7 +1,7 @@
 """The BCE + Dice loss equals the official BceDiceLoss (written out here from its definition)."""
 import torch
 
-from ulvm.losses import bce_dice_loss, bce_dice_per_image
+from ulvm.engine.losses import bce_dice_loss, bce_dice_per_image
 
 
 def _official_bce_dice(pred, target, wb=1.0, wd=1.0, smooth=1.0):

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _API = {
     "UltraLightVMUNet": "ulvm.model", "PVMLayer": "ulvm.model", "SC_Att_Bridge": "ulvm.model",
     "Mamba": "ulvm.ssm", "selective_scan": "ulvm.ssm",
-    "load_pretrained": "ulvm.pretrained", "predict": "ulvm.prediction",
+    "load_pretrained": "ulvm.deploy.pretrained", "predict": "ulvm.deploy.prediction",
 }
 __all__ = [*_API, "__version__"]
 

@@ -133,13 +133,13 @@ def comparison_table(names=None, input_size: int = 256) -> list[dict]:
     params, thop GFLOPs (as the papers count), full GFLOPs (only Mamba blocks add work here; VM-UNet's
     four-direction scan is NOT counted: see `ulvm.baselines.vmunet`) and weight-file KB, beside what the
     authors report (`ulvm.baselines.REPORTED`; UltraLight VM-UNet: `ulvm.paper`)."""
-    from .baselines import REPORTED, known
+    from .baselines import REPORTED
     from .config import Config
-    from .model import build_model
     from .paper import PAPER_COMPLEXITY
+    from .registry import build_model, known
 
     rows = []
-    for name in names or ["ultralight", *known()]:
+    for name in names or known():
         model = build_model(Config(model=name), "parallel")
         ops = gflops_breakdown(model, input_size)
         reported = ({"params": PAPER_COMPLEXITY["params (M)"] * 1e6, "gflops": PAPER_COMPLEXITY["GFLOPs"]}

@@ -3,7 +3,7 @@
 UltraLight VM-UNet (Wu et al., arXiv 2403.20035, §4.1 "Implementation details") trains with input
 256×256×3, batch 8, 250 epochs, AdamW (lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 1e-2) and
 CosineAnnealingLR with T_max 50 and eta_min 1e-5 stepped once per epoch — so the learning rate goes down
-and back up with a 100-epoch period over the 250 epochs (`ulvm.optim.lr_schedule` lists it; the training chapter
+and back up with a 100-epoch period over the 250 epochs (`ulvm.engine.optim.lr_schedule` lists it; the training chapter
 plots it). The loss is
 BCE + Dice (smooth 1, weights 1 and 1), the model kept is the one with the lowest validation loss, and it
 is then tested on the test split at threshold 0.5. In the official code these values are spread over a
@@ -43,8 +43,8 @@ class Config:
     profile_name: str = "paper"
 
     # --- model (UltraLightVMUNet's arguments) -----------------------------------------------------
-    model: str = "ultralight"        # or a baseline of the comparison chapter (ulvm.baselines.known();
-                                     # checked by ulvm.model.build_model)
+    model: str = "ultralight"        # or a baseline of the comparison chapter (ulvm.registry.known();
+                                     # checked by ulvm.registry.build_model)
     input_size: int = 256            # H = W; prepared data of another size is resized once on load
     input_channels: int = 3
     num_classes: int = 1
@@ -199,13 +199,13 @@ class RunSettings:
 
     device: str = "auto"             # auto | cpu | cuda[:N]
     backend: str = "auto"            # selective-scan backend (ulvm.ssm.backends): auto | reference | parallel | ...
-    cuda_graph: bool = True          # on CUDA, replay full-batch training steps as a CUDA graph (ulvm.graphs;
+    cuda_graph: bool = True          # on CUDA, replay full-batch training steps as a CUDA graph (ulvm.engine.graphs;
                                      # same maths, ~1,000 launches become one; not with amp or with a backend
                                      # that is not graph-safe)
     eval_batch_size: int = 8         # validation/test batch
     compile: bool = False            # on CUDA, the training step's model through torch.compile before its graph
                                      # is recorded (Inductor fuses the norms, activations and copies around the
-                                     # scan: ~25% less GPU time a step, ulvm.bench); TF32 stays off in cuDNN
+                                     # scan: ~25% less GPU time a step, ulvm.report.bench); TF32 stays off in cuDNN
 
     def __post_init__(self) -> None:       # the backend name is checked by ulvm.ssm.backends, where they live
         if self.eval_batch_size < 1:

@@ -65,7 +65,7 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int = 20, warm
                    seed: int = 0) -> dict[str, float]:
     """Median CPU wall time of each fn() in milliseconds, over `repeats` rounds that visit every fn once in
     a shuffled order (seeded), so that whatever else slows a shared machine for a while slows every path
-    alike: timed each in turn, a busy minute can fall on one path (`ulvm.export.cpu_benchmark`).
+    alike: timed each in turn, a busy minute can fall on one path (`ulvm.deploy.export.cpu_benchmark`).
 
     At each visit fn() runs `settle` times untimed, then once timed: the thread pools of the path before
     (torch's OpenMP, ONNX Runtime's, a compiled package's own) keep spinning for a while after it returns.

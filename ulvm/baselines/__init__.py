@@ -5,7 +5,7 @@ Every model takes (B, 3, H, W) images and returns (B, 1, H, W) sigmoid probabili
 repository and file, what it changes and why.
 
     build("egeunet")          -> an nn.Module (keyword arguments go to the model's constructor)
-    known()                   -> the names
+    known()                   -> the baselines' names (every model of the book: `ulvm.registry.known()`)
     REPORTED[name]            -> the authors' own parameter count and GFLOPs, with where they come from
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .unet import UNet
 from .unext import UNeXtS
 from .vmunet import VMUNet
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+BASELINES: dict[str, Callable[..., nn.Module]] = {
     "unet": UNet,
     "unext_s": UNeXtS,
     "malunet": MALUNet,
@@ -48,16 +48,16 @@ REPORTED: dict[str, dict] = {
 
 
 def known() -> list[str]:
-    return list(MODELS)
+    return list(BASELINES)
 
 
 def build(name: str, backend: str = "auto", **kwargs) -> nn.Module:
     """The model `name` (one of `known()`), built with `kwargs` (num_classes, input_channels, ...).
     `backend` (the selective-scan backend) reaches the models that have a scan (those with `set_backend`)."""
-    if name not in MODELS:
+    if name not in BASELINES:
         raise UlvmError(f"unknown model {name!r}; known models: {', '.join(known())}")
-    model = MODELS[name]
+    model = BASELINES[name]
     return model(backend=backend, **kwargs) if hasattr(model, "set_backend") else model(**kwargs)
 
 
-__all__ = ["EGEUNet", "LightMUNet", "MALUNet", "MODELS", "REPORTED", "UNeXtS", "UNet", "VMUNet", "build", "known"]
+__all__ = ["EGEUNet", "LightMUNet", "MALUNet", "BASELINES", "REPORTED", "UNeXtS", "UNet", "VMUNet", "build", "known"]

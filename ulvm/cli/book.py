@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def register(sub) -> None:
     """Add this group's sub-commands to the `ulvm` parser."""
-    from ..reproduce import EXECUTED_DIR, NOTEBOOK_PARAMETERS
+    from ..report.reproduce import EXECUTED_DIR, NOTEBOOK_PARAMETERS
 
     parser = sub.add_parser(
         "reproduce", help="execute the book's notebooks in order with papermill",
@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 
 def _reproduce(args) -> int:
-    from ..reproduce import reproduce
+    from ..report.reproduce import reproduce
 
     reproduce(args.profile, only=args.only, resume=args.resume, out=args.out,
               DATA=args.data, PH2=args.ph2, DEVICE=args.device)

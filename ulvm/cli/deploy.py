@@ -45,8 +45,8 @@ def register(sub) -> None:
                                    "pt2: the same function compiled ahead of time by AOTInductor with the fused C++ "
                                    "scan ('cpp'), for one image at a time, two to four times as fast on a CPU; it runs "
                                    "with this torch on this kind of CPU, through `ulvm predict --weights FILE.pt2` "
-                                   "or `ulvm.export.load_pt2` (compiling takes about 3 minutes: it times its matrix "
-                                   "products). Checked against PyTorch after writing.")
+                                   "or `ulvm.deploy.export.load_pt2` (compiling takes about 3 minutes: it times its "
+                                   "matrix products). Checked against PyTorch after writing.")
     p.add_argument("--weights", default="isic2017", help=_WEIGHTS_HELP)
     p.add_argument("--format", choices=("onnx", "pt2"),
                    help="onnx or pt2 (default: from the suffix of --out, .pt2 or else onnx)")
@@ -63,7 +63,7 @@ def register(sub) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ..prediction import predict_files
+    from ..deploy.prediction import predict_files
 
     report = predict_files(args.inputs, args.out, args.weights, overlay_images=args.overlay,
                            threshold=args.threshold, device=args.device, backend=args.backend,
@@ -102,9 +102,9 @@ def _write_predict_report(args: argparse.Namespace, report, masks: int, agreemen
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .. import export
+    from ..deploy import export
+    from ..deploy.prediction import load_weights
     from ..errors import UlvmError
-    from ..prediction import load_weights
 
     file_format = args.format or ("pt2" if args.out.suffix == ".pt2" else "onnx")
     if file_format == "pt2" and (args.quantize or args.opset is not None):

@@ -1,4 +1,4 @@
-"""`ulvm train` and `ulvm test`: the engine group (argument parsing only; the work is in ulvm.train/evaluate)."""
+"""`ulvm train` and `ulvm test`: the engine group (argument parsing only; the work is in ulvm.engine.train/evaluate)."""
 from __future__ import annotations
 
 import argparse
@@ -116,8 +116,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate, summary_line, write_results
-    from ..train import fit_together
+    from ..engine.evaluate import evaluate, summary_line, write_results
+    from ..engine.train import fit_together
 
     settings = settings_from_args(args)
     config = config_from_args(args)
@@ -147,8 +147,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from ..checkpoint import read_run_checkpoint
-    from ..evaluate import evaluate, summary_line, write_results
+    from ..engine.checkpoint import read_run_checkpoint
+    from ..engine.evaluate import evaluate, summary_line, write_results
 
     settings = settings_from_args(args)
     checkpoint = read_run_checkpoint(args.run / "best.pt")

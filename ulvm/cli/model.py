@@ -42,13 +42,13 @@ def _profile(args) -> int:
 def _bench(args) -> int:
     import torch
 
-    from ..bench import format_table, run_benchmark
     from ..io import atomic_write_json
+    from ..report.bench import format_table, run_benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.models is not None:
-        from ..bench import compare_models
+        from ..report.bench import compare_models
 
         result = compare_models(args.device, names=args.models or None, size=args.size, repeats=args.repeats,
                                 progress=lambda line: print(line, flush=True))
@@ -60,7 +60,7 @@ def _bench(args) -> int:
                            progress=lambda line: print(line, flush=True))
     print(format_table(result))
     if args.onnx:
-        from ..export import cpu_benchmark
+        from ..deploy.export import cpu_benchmark
 
         result["deployment_rows"] = cpu_benchmark(threads=torch.get_num_threads(), compile=args.compile,
                                                   progress=print)

@@ -1,5 +1,5 @@
-"""`ulvm sweep GRID.yaml`: a grid of runs on Dask distributed (the work is in ulvm.sweep, which imports dask
-only when a sweep runs), and `ulvm throughput`: how many runs one GPU holds (ulvm.throughput). Parsing only."""
+"""`ulvm sweep GRID.yaml`: a grid of runs on Dask distributed (the work is in ulvm.sweeps.sweep, which imports dask
+only when a sweep runs), and `ulvm throughput`: how many runs one GPU holds (ulvm.sweeps.throughput). Parsing only."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ def register(sub) -> None:
     """Add `sweep` to the `ulvm` parser."""
     sweep = sub.add_parser(
         "sweep", help="run a grid of runs from a YAML file on Dask (resumable; records each finished run)",
-        description="Expands GRID.yaml (see ulvm.sweep and book/grids/) into named jobs, runs the unfinished "
+        description="Expands GRID.yaml (see ulvm.sweeps.sweep and book/grids/) into named jobs, runs the unfinished "
                     "ones (`ulvm train` + `ulvm test` on every test_on dataset) on a local Dask cluster, one "
                     "worker per GPU slot, or on a running cluster (--scheduler), and writes one record per job "
                     "and test set under --record. Finished jobs are skipped, interrupted ones resume.")
@@ -88,7 +88,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..errors import UlvmError
-    from ..sweep import load_grid, sweep
+    from ..sweeps.sweep import load_grid, sweep
 
     if args.runs_per_gpu < 1 or (args.workers is not None and args.workers < 1):
         raise UlvmError("--runs-per-gpu and --workers must be at least 1")
@@ -105,7 +105,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_throughput(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json
-    from ..throughput import measure_throughput
+    from ..sweeps.throughput import measure_throughput
 
     header = _throughput_header(args) if args.out else {}
 

@@ -5,7 +5,8 @@
 * `group_norm.cpp`: group normalisation, NCHW or channels-last (`direct_group_norms_` swaps it in).
 
 They are real PyTorch operators, so torch.compile and AOTInductor keep each as one call in the code they
-generate (`ulvm.export`), and a .pt2 package calls them by name: `ulvm.export.load_pt2` loads the library first.
+generate (`ulvm.deploy.export`), and a .pt2 package calls them by name: `ulvm.deploy.export.load_pt2`
+loads the library first.
 Forward only, CPU tensors, fp32 and fp64.
 
 The library is compiled from source the first time it is used in a Python environment (~1 minute; PyTorch's

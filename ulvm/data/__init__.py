@@ -4,7 +4,7 @@ the network sees, exactly as the paper prepares and loads them. Explained in `no
 raw files -> `layouts` (one adapter per layout) -> `checks` -> `prepare` (resize, seeded split, manifest)
 -> prepared folder -> `load_prepared` -> `SegmentationDataset` (paper normalisation + augmentation, one
 image at a time) or, for a whole split held on the GPU, `paper_normalize` + `augment_batch` per batch
-(the training loop, `ulvm.train`, does this).
+(the training loop, `ulvm.engine.train`, does this).
 """
 from importlib import import_module
 

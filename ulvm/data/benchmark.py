@@ -3,7 +3,7 @@
 1. preparing the 200 PH2 images at 256x256 (issue target: <= 20 s on 2 cores), when the folder is given;
 2. one epoch of 1250 training images at batch 8 with augmentation, three ways: the paper's per-image
    NumPy/SciPy loader in the main process and with one worker (as the paper), and the batch path
-   (the split held as tensors by `ulvm.data.tensors.split_tensors`, `augment_batch` per batch, as `ulvm.train`
+   (the split held as tensors by `ulvm.data.tensors.split_tensors`, `augment_batch` per batch, as `ulvm.engine.train`
    does) on the CPU and, where there is one, on the GPU (target >= 2000 images/s).
 Uses the synthetic default dataset's 120 training images, cycled until 1250 are seen, so it runs anywhere.
 """

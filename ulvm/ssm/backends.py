@@ -72,7 +72,7 @@ REGISTRY: dict[str, ScanBackend] = {backend.name: backend for backend in (
                 partial(pytorch_scan.pytorch_selective_scan, pytorch_scan.scan_reference)),
     ScanBackend("parallel", "associative scan in pure PyTorch, hand-written backward",
                 partial(pytorch_scan.pytorch_selective_scan, pytorch_scan.scan_parallel)),
-    ScanBackend("chunked", "chunked closed form of plain tensor ops, exportable to ONNX (ulvm.export)",
+    ScanBackend("chunked", "chunked closed form of plain tensor ops, exportable to ONNX (ulvm.deploy.export)",
                 partial(pytorch_scan.pytorch_selective_scan, chunked_scan.scan_chunked)),
     ScanBackend("cpp", "our fused C++ loop for CPU inference, forward only, built on first use",
                 cpu_scan.selective_scan_fn, cpu_scan.why_unavailable, graph_safe=False,

@@ -3,7 +3,7 @@
 Why another backend: the "parallel" backend writes into slices of a tensor in place (the Blelloch scan) and
 has a hand-written autograd Function; the "triton"/"cuda" backends are custom kernels. None of them export
 to ONNX. This one is made only of elementwise ops, reductions, pads, reshapes and stacks, so
-`torch.onnx.export` traces it into an ordinary graph (`ulvm.export`), and autograd differentiates it as is.
+`torch.onnx.export` traces it into an ordinary graph (`ulvm.deploy.export`), and autograd differentiates it as is.
 
 Twins: the chunk structure is Mamba-2's SSD "chunked" scan (Dao & Gu 2024, §6; `ssd_minimal_discrete` in
 mamba_ssm/modules/ssd_minimal.py and the `chunk_state` / `state_passing` / `chunk_scan` kernels: each chunk's

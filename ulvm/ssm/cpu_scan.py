@@ -3,7 +3,7 @@
 The fastest CPU scan we have: ~2 ms for the six scans of a 256² image on 2 cores, against ~25 ms eager
 for "parallel" or "chunked" and ~7 ms for "chunked" under torch.compile (`book/results/bench/NOTES.md`).
 It is a real PyTorch operator, `torch.ops.ulvm.selective_scan`, so torch.compile keeps it as one call in
-its compiled graph (`ulvm.export.compile_for_cpu`).
+its compiled graph (`ulvm.deploy.export.compile_for_cpu`).
 
 Forward only (no backward: train with "parallel"), CPU tensors. The operator is one of `ulvm.cpp`'s, built
 from source the first time it is used in a Python environment (~1 minute, with a C++ compiler and ninja);

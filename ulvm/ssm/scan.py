@@ -23,7 +23,7 @@ Backends (each one object in `ulvm.ssm.backends`, which alone decides what runs)
     "parallel"   the same recurrence as an associative scan (log2 L vectorised steps), with a hand-written
                  backward that is the same scan run backwards in time. Fast on CPU and GPU.
     "chunked"    a chunked closed form of plain tensor ops (Mamba-2's SSD algorithm), exportable to ONNX
-                 (`ulvm.ssm.chunked_scan`, `ulvm.export`).
+                 (`ulvm.ssm.chunked_scan`, `ulvm.deploy.export`).
     "triton"     the whole scan (bias, softplus, discretisation, C h, D u, gate) as ONE fused Triton kernel
                  forward and one backward (`ulvm.ssm.triton_scan`); CUDA tensors, fp32. Our GPU default.
     "cuda"       mamba-ssm's fused CUDA kernel `selective_scan_fn`, when it imports and tensors are on CUDA.

@@ -1,19 +1,19 @@
 """The fit loop: the paper's training protocol, with checkpoints that survive a kill.
 
 Protocol (UltraLight VM-UNet §4.1, all values in `ulvm.config.Config`): AdamW, CosineAnnealingLR stepped
-once per epoch, BCE + Dice loss (`ulvm.losses`), a validation pass after every epoch, and the model with
-the LOWEST VALIDATION LOSS kept as `best.pt` — the one `ulvm.evaluate` then tests. The book's training
+once per epoch, BCE + Dice loss (`ulvm.engine.losses`), a validation pass after every epoch, and the model with
+the LOWEST VALIDATION LOSS kept as `best.pt` — the one `ulvm.engine.evaluate` then tests. The book's training
 chapter runs this loop and plots its log.
 
-Where the pieces live: the network from `ulvm.model.build_model`, the split as tensors from
+Where the pieces live: the network from `ulvm.registry.build_model`, the split as tensors from
 `ulvm.data.tensors`, batches and augmentation from `ulvm.data.batcher.TrainBatcher`, AdamW and the
-schedule from `ulvm.optim`, the run folder (fresh start, resume, refusal, log) from `ulvm.runs`. Here is
+schedule from `ulvm.engine.optim`, the run folder (fresh start, resume, refusal, log) from `ulvm.engine.runs`. Here is
 only the loop: `_setup` (data, model, optimiser, resume), `_epoch_steps`, `_end_epoch` (validate,
 checkpoint, log), and `fit_together`, which takes turns between several runs in one process.
 
 How it is made fast: the split is held in memory as tensors (on the GPU when training there), the loss
 is summed on the device and read once per epoch, and on CUDA (`RunSettings.cuda_graph`) the full-batch
-step is recorded once as a CUDA graph (`ulvm.graphs.GraphedTrainStep`) and replayed: the same maths, one
+step is recorded once as a CUDA graph (`ulvm.engine.graphs.GraphedTrainStep`) and replayed: the same maths, one
 launch instead of ~1,000; the last short batch of an epoch (the official loader keeps it) runs eagerly.
 With `RunSettings.compile` the full-batch step's model first goes through torch.compile (fewer, fused
 kernels in the graph: ~20% less time an epoch on an H200).
@@ -49,19 +49,19 @@ from typing import Any, Generator
 
 import torch
 
+from ..config import Config, RunSettings
+from ..data.batcher import TrainBatcher
+from ..data.tensors import load_data, split_tensors
+from ..errors import RunError
+from ..progress import progress_bar
+from ..registry import build_model
+from ..runtime import resolve_device, seed_everything
 from .checkpoint import restore_rng_states, rng_states, save_checkpoint
-from .config import Config, RunSettings
-from .data.batcher import TrainBatcher
-from .data.tensors import load_data, split_tensors
-from .errors import RunError
 from .graphs import GraphedTrainStep, graphable, set_capturable
 from .inference import validate
 from .losses import bce_dice_loss, loss_weights
-from .model import build_model
 from .optim import build_optimizer
-from .progress import progress_bar
 from .runs import TrainResult, epoch_line, open_tensorboard, prepare_run_dir, run_result, write_log
-from .runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .config import Config
-from .data.tensors import batches
+from ..config import Config
+from ..data.tensors import batches
+from ..metrics import confusion_counts, pooled_metrics
 from .losses import bce_dice_per_image, loss_weights
-from .metrics import confusion_counts, pooled_metrics
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
 One job = one `ulvm train` run at a profile (the book's grids: the paper protocol): (model, parallel, bridge,
 fold, seed) plus config overrides, optionally followed by `ulvm test` on other prepared datasets (external
 validation: the paper tests its ISIC2017 model on all 200 PH2 images). The grids themselves are YAML files
-under book/grids/, expanded and run on Dask by `ulvm sweep` (`ulvm.sweep`):
+under book/grids/, expanded and run on Dask by `ulvm sweep` (`ulvm.sweeps.sweep`):
 
 * `book/grids/ph2_cv.yaml`: the PVM ablation with 5-fold cross-validation on PH2 (30 runs);
 * `book/grids/isic2017.yaml`: the paper's Table 1 and PVM ablation on ISIC2017 (×4 with 5 seeds; ×2, ×1 and
@@ -23,10 +23,10 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import Config, parse_overrides
-from .errors import RunError
-from .io import atomic_write_json
-from .version import require_clean
+from ..config import Config, parse_overrides
+from ..errors import RunError
+from ..io import atomic_write_json
+from ..version import require_clean
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Job:
 
 def together_command(jobs: list[Job], data: Path, runs: Path, device: str = "cuda",
                      settings: tuple[str, ...] = ()) -> list[str]:
-    """ONE `ulvm train --seeds` process that trains `jobs` together (`ulvm.train.fit_together`), each into
+    """ONE `ulvm train --seeds` process that trains `jobs` together (`ulvm.engine.train.fit_together`), each into
     RUNS/NAME as `Job.command` would; the jobs must differ only in their seed."""
     first = jobs[0]
     if any(replace(job, seed=first.seed) != first for job in jobs):
@@ -93,7 +93,7 @@ def together_command(jobs: list[Job], data: Path, runs: Path, device: str = "cud
 
 
 def read_log(run_dir: Path) -> list[dict[str, float]]:
-    """The epochs a run folder's log.csv lists (`ulvm.runs.write_log`), as numbers; [] before the first one."""
+    """The epochs a run folder's log.csv lists (`ulvm.engine.runs.write_log`), as numbers; [] before the first one."""
     path = Path(run_dir) / "log.csv"
     if not path.is_file():
         return []

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from .errors import UlvmError
+from ..errors import UlvmError
 
 ACTIVE_THREAD_PERCENTAGE = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
 

@@ -25,16 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import Config, RunSettings
+from ..data.prepare import png_bytes
+from ..data.tensors import load_data, split_tensors
+from ..errors import RunError
+from ..io import atomic_directory, atomic_write_bytes, atomic_write_json
+from ..metrics import COUNT_NAMES, GT_THRESHOLD, bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
+from ..runtime import describe_machine, resolve_device
+from ..version import code_version
 from .checkpoint import model_from_checkpoint, read_run_checkpoint
-from .config import Config, RunSettings
-from .data.prepare import png_bytes
-from .data.tensors import load_data, split_tensors
-from .errors import RunError
 from .inference import overlay, predict_batches
-from .io import atomic_directory, atomic_write_bytes, atomic_write_json
-from .metrics import COUNT_NAMES, GT_THRESHOLD, bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
-from .runtime import describe_machine, resolve_device
-from .version import code_version
 
 CI_LEVEL = 0.95
 

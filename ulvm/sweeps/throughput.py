@@ -7,7 +7,7 @@ epochs, and reads each run's steady-state epoch time from its log.csv (the first
 compilation, cuDNN timing and graph capture, is left out). For every K it reports the aggregate training
 images per second and epochs per minute, and the speed-up over K = 1 in the same mode.
 
-With `together` = P > 1 the K runs are trained P to a process (`ulvm train --seeds`: `ulvm.train.fit_together`
+With `together` = P > 1 the K runs are trained P to a process (`ulvm train --seeds`: `ulvm.engine.train.fit_together`
 takes turns between them step by step, each on its own CUDA stream), the other way to let one GPU run the
 kernels of several runs at once, which needs no daemon.
 
@@ -15,7 +15,7 @@ Several processes share a GPU by time-slicing unless the CUDA MPS daemon runs (`
 -d`, usually as root): then their kernels run concurrently. With `mps=("off", "on")` the measurement is
 taken without and with it; the daemon is started and stopped here, and when it cannot be (no binary, not
 permitted) the "on" rows say why instead of numbers. `mps_percentage` caps each run's share of the GPU
-under the daemon (`ulvm.mps`) where processes share a GPU: a lone run shares it with nothing, and under a
+under the daemon (`ulvm.sweeps.mps`) where processes share a GPU: a lone run shares it with nothing, and under a
 10% cap it took twice as long an epoch on an H200 (NOTES row 48), so K = 1, the usual reference of the
 speed-ups, runs uncapped and the speed-up stays over a run as it trains alone.
 
@@ -31,8 +31,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .checkpoint import read_run_checkpoint
-from .errors import RunError
+from ..engine.checkpoint import read_run_checkpoint
+from ..errors import RunError
 from .experiments import Job, read_log, together_command
 from .mps import client_environment, start_mps, stop_mps
 

@@ -1,4 +1,4 @@
-"""The run folder `ulvm.train.fit` writes: last.pt / best.pt, log.csv, config.yaml, TensorBoard logs.
+"""The run folder `ulvm.engine.train.fit` writes: last.pt / best.pt, log.csv, config.yaml, TensorBoard logs.
 
 Here is the decision between a fresh start, a resume (same config and data required) and a refusal (a
 finished run, another config, other data), and the `TrainResult` read back from a run's checkpoint.
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import Config
+from ..errors import RunError
+from ..io import atomic_write_text
 from .checkpoint import read_run_checkpoint
-from .config import Config
-from .errors import RunError
-from .io import atomic_write_text
 
 LOG_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dsc", "val_iou", "epoch_time_s")
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "config.yaml", "tensorboard", "results_*.json", "predictions_*")

@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cpp import direct_convolutions_, direct_group_norms_
-from .errors import UlvmError
-from .io import atomic_file, atomic_write_bytes
-from .runtime import interleaved_ms
-from .ssm import REGISTRY, resolve
+from ..cpp import direct_convolutions_, direct_group_norms_
+from ..errors import UlvmError
+from ..io import atomic_file, atomic_write_bytes
+from ..runtime import interleaved_ms
+from ..ssm import REGISTRY, resolve
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256,
     the "cpp" scan it calls our C++ operators (`ulvm.cpp`), which `load_pt2` loads (building them if needed)
     before the package; the ONNX file (`export_onnx`) is the portable form.
     """
-    from .version import code_version
+    from ..version import code_version
 
     backend = (backend or fastest_cpu_backend()) if hasattr(model, "set_backend") else None
     metadata = {"format": PT2_FORMAT, "input_size": str(size), "batch": "1", "memory_format": "channels_last",
@@ -292,7 +292,7 @@ class CompiledPackage(torch.nn.Module):
 
     def __init__(self, path: Path, compiled, metadata: dict[str, str]):
         super().__init__()
-        from .config import Config
+        from ..config import Config
 
         self.path, self.metadata, self._compiled = path, metadata, compiled
         self.config = Config(input_size=int(metadata["input_size"]))
@@ -369,7 +369,7 @@ def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats
     unrolled "chunked" scan in ~3 minutes on our 2 cores, hence off by default. ONNX and .pt2 files go to
     `workdir` (default: a temporary directory, removed after).
     """
-    from .model import UltraLightVMUNet
+    from ..model import UltraLightVMUNet
 
     if model is None:
         torch.manual_seed(0)
@@ -427,9 +427,9 @@ def deployed_pooled_metrics(path: str | os.PathLike, data, split: str = "test", 
     """The paper's pooled metrics of a deployed file (ONNX or .pt2) on a split of a prepared dataset
     (normalised the paper's way at the file's input size): how much INT8 quantisation, or compiling ahead
     of time, changes the DSC, measured on real images."""
-    from .config import Config
-    from .data.tensors import batches, load_data, split_tensors
-    from .metrics import confusion_counts, pooled_metrics
+    from ..config import Config
+    from ..data.tensors import batches, load_data, split_tensors
+    from ..metrics import confusion_counts, pooled_metrics
 
     run, size = deployed_runner(path, threads)
     config = Config(input_size=size)

@@ -24,7 +24,7 @@ Every path's batch-1 output is compared with an fp64 run of the reference backen
 input (relative L2 error); a path above `MAX_REL_ERROR` is marked as not counted. Ratios are against
 the FASTEST baseline (official and mamba-ssm paths) measured in this process, per column, never a slow
 one. Numbers depend on the machine: the JSON records it. `ulvm bench --device cpu --onnx` adds the
-deployment rows of `ulvm.export.cpu_benchmark` (ONNX Runtime fp32 / INT8, batch 1) in the same process.
+deployment rows of `ulvm.deploy.export.cpu_benchmark` (ONNX Runtime fp32 / INT8, batch 1) in the same process.
 """
 from __future__ import annotations
 
@@ -34,16 +34,17 @@ from functools import partial
 
 import torch
 
-from .config import Config
-from .graphs import GraphedTrainStep, capture_cuda_graph
-from .losses import loss_weights
-from .model import PVMLayer, UltraLightVMUNet, build_model
-from .optim import build_optimizer
-from .runtime import describe_machine, resolve_device, time_ms
-from .ssm import REGISTRY, Mamba
-from .ssm.cuda_kernels import has_causal_conv1d
-from .train import train_step
-from .version import code_version
+from ..config import Config
+from ..engine.graphs import GraphedTrainStep, capture_cuda_graph
+from ..engine.losses import loss_weights
+from ..engine.optim import build_optimizer
+from ..engine.train import train_step
+from ..model import PVMLayer, UltraLightVMUNet
+from ..registry import build_model, known
+from ..runtime import describe_machine, resolve_device, time_ms
+from ..ssm import REGISTRY, Mamba
+from ..ssm.cuda_kernels import has_causal_conv1d
+from ..version import code_version
 
 MAX_REL_ERROR = 1e-4     # fp32 tolerance of the benchmark (issue 6)
 
@@ -99,7 +100,7 @@ def _inference_fn(model, x, graph: bool):
 
 
 def _train_fn(model, x, y, graph: bool):
-    """One training step of `ulvm.train` with the paper's optimizer and loss, eager or as a CUDA graph."""
+    """One training step of `ulvm.engine.train` with the paper's optimizer and loss, eager or as a CUDA graph."""
     config = Config()
     optimizer, _ = build_optimizer(model, config, capturable=graph)
     step = partial(train_step, model, optimizer, weights=loss_weights(config))
@@ -210,8 +211,6 @@ def compare_models(device: str = "auto", names=None, size: int = 256, repeats: i
     loss), each model with backend "auto" and, on CUDA (`graph` default), replayed as a CUDA graph — the
     same engine treatment for every model (`inference_batches`: which batch sizes, at most 8). Ratios are
     against UltraLight VM-UNet."""
-    from .baselines import known
-
     device = resolve_device(device)
     graph = device.type == "cuda" if graph is None else graph
     torch.backends.cudnn.benchmark = True
@@ -220,7 +219,7 @@ def compare_models(device: str = "auto", names=None, size: int = 256, repeats: i
     x8 = torch.rand(8, 3, size, size, device=device) * 255
     y8 = (torch.rand(8, 1, size, size, device=device) > 0.5).float()
     rows = []
-    for name in names or ["ultralight", *known()]:
+    for name in names or known():
         torch.manual_seed(0)
         model = build_model(Config(model=name)).to(device).eval()
         row = {"model": name}

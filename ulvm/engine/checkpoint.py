@@ -1,6 +1,6 @@
 """Checkpoints: what a run writes every epoch, how it is read back, and loading official weights.
 
-A run folder (`ulvm.train.fit`) holds `last.pt` (the state after the latest finished epoch: model,
+A run folder (`ulvm.engine.train.fit`) holds `last.pt` (the state after the latest finished epoch: model,
 optimizer, scheduler, every random-number state, epoch, history, config) and `best.pt` (the same at the
 epoch with the lowest validation loss — the paper's model selection). Both are written atomically
 (`ulvm.io.atomic_torch_save`: temp file + rename), so a run killed at any instant leaves the previous
@@ -26,14 +26,14 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .config import Config
-from .errors import RunError
-from .io import atomic_torch_save
-from .model import build_model
+from ..config import Config
+from ..errors import RunError
+from ..io import atomic_torch_save
+from ..registry import build_model
 
 FORMAT = "ulvm-checkpoint/1"
 _WRAPPER_KEYS = ("model", "model_state_dict", "state_dict")
-# What `ulvm.train.fit` stores in every run checkpoint (and what resume, `finished_run` and evaluation read).
+# What `ulvm.engine.train.fit` stores in every run checkpoint (and what resume, `finished_run` and evaluation read).
 RUN_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "config", "history", "best", "data")
 RUN_DATA_KEYS = ("root", "manifest_hash", "content_hash")
 
@@ -74,7 +74,7 @@ def read_run_checkpoint(path: str | Path) -> dict[str, Any]:
         lacks = f"missing {', '.join(missing)}" if missing else f"format {found!r}"
         raise RunError(f"{path}: not a run checkpoint of this ulvm version ({FORMAT}; {lacks}); it was written "
                        "by an older version or another program: train the run again (--overwrite), or load "
-                       "plain weights with ulvm.checkpoint.load_model_state")
+                       "plain weights with ulvm.engine.checkpoint.load_model_state")
     return checkpoint
 
 

@@ -3,7 +3,8 @@
 A 49k-parameter model is launch-bound on a GPU: a batch-8 training step is ~1,000 kernels (with the fused
 Triton scan; ~3,500 with the pure-PyTorch scan), each doing less work than its launch costs. Replaying a
 recorded graph removes the Python and launch overhead (issue "GPU speed"; `book/results/bench/NOTES.md`).
-Used by `ulvm bench` and by `ulvm.train.fit` (`RunSettings.cuda_graph`); `graphable` says whether a run may use one.
+Used by `ulvm bench` and by `ulvm.engine.train.fit` (`RunSettings.cuda_graph`); `graphable` says whether a run
+may use one.
 
 What a graph needs: static shapes, inputs copied into the same tensors every time, no host syncs or
 data-dependent Python inside the step, gradients set to None inside the step (backward then allocates them
@@ -18,8 +19,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .config import Config, RunSettings
-from .ssm import resolve
+from ..config import Config, RunSettings
+from ..ssm import resolve
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def capture_cuda_graph(step, warmup: int = 3):
             step()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    # Several graphs in one process (`ulvm.train.fit_together`: one per run) must not share memory. cuBLAS
+    # Several graphs in one process (`ulvm.engine.train.fit_together`: one per run) must not share memory. cuBLAS
     # keeps one workspace per stream and a graph bakes its address in, so graphs recorded on torch's shared
     # capture stream share one (pytorch/pytorch#193402: a replay then faults with "an illegal memory
     # access", as 8 runs in one process did on an H200 before this). So each graph is recorded on its own
@@ -104,7 +105,7 @@ class GraphedTrainStep:
     """A training step recorded as a CUDA graph for one batch shape, replayed for every batch of it.
 
     `step(images, masks)` must return the loss as a tensor and set the gradients to None before its backward
-    (as `ulvm.train.train_step` does). The warm-up steps that capture needs leave the
+    (as `ulvm.engine.train.train_step` does). The warm-up steps that capture needs leave the
     model and optimizer as they found them, so a graphed run follows the same trajectory as an eager one.
     Call it with batches of the example's shape; the returned loss tensor is overwritten by the next call.
     """

@@ -7,7 +7,7 @@ Each image is read as `ulvm prepare` reads it (any size; RGB, grey, RGBA, 16-bit
 resized to the model's input (bilinear, as the paper's preparation), normalised the paper's way
 (per-image min-max to 0..255: the paper's per-split z-score changes nothing after it), segmented, and the
 probability map is resized back to the image's ORIGINAL size (bilinear) before thresholding, so the mask
-lies on the photo. Weights: a shipped name (`ulvm.pretrained`), a run folder or its `best.pt`, a weights
+lies on the photo. Weights: a shipped name (`ulvm.deploy.pretrained`), a run folder or its `best.pt`, a weights
 file, an official UltraLight VM-UNet `.pth` (a plain state dict of the ×4 model), or a `.pt2` package of
 `ulvm export --format pt2` (the fastest on a CPU; CPU only).
 """
@@ -24,27 +24,27 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from .checkpoint import load_model_state, model_from_checkpoint, read_checkpoint
-from .config import Config
-from .data.checks import read_image, read_mask
-from .data.dataset import paper_normalize
-from .data.layouts import IMAGE_SUFFIXES, KNOWN_MASK_SUFFIXES, detect_mask_suffix
-from .data.prepare import png_bytes
-from .data.tensors import batches
-from .errors import DataError, UlvmError
-from .inference import overlay
-from .io import atomic_write_bytes
-from .metrics import confusion_counts, per_image_metrics, pooled_metrics
-from .model import build_model
+from ..config import Config
+from ..data.checks import read_image, read_mask
+from ..data.dataset import paper_normalize
+from ..data.layouts import IMAGE_SUFFIXES, KNOWN_MASK_SUFFIXES, detect_mask_suffix
+from ..data.prepare import png_bytes
+from ..data.tensors import batches
+from ..engine.checkpoint import load_model_state, model_from_checkpoint, read_checkpoint
+from ..engine.inference import overlay
+from ..errors import DataError, UlvmError
+from ..io import atomic_write_bytes
+from ..metrics import confusion_counts, per_image_metrics, pooled_metrics
+from ..progress import progress_bar
+from ..registry import build_model
+from ..runtime import resolve_device
 from .pretrained import available, load_pretrained
-from .progress import progress_bar
-from .runtime import resolve_device
 
 
 def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", device: str = "cpu",
                  backend: str = "auto") -> torch.nn.Module:
     """A model in eval mode from a shipped name, a run folder, a checkpoint / weights file, an official .pth,
-    or a .pt2 package (`ulvm.export.load_pt2`)."""
+    or a .pt2 package (`ulvm.deploy.export.load_pt2`)."""
     if isinstance(weights, torch.nn.Module):
         return weights.to(device).eval()
     if str(weights) in available():

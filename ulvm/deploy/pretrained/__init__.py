@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import model_from_checkpoint, read_checkpoint
-from ..errors import UlvmError
+from ...engine.checkpoint import model_from_checkpoint, read_checkpoint
+from ...errors import UlvmError
 
 FOLDER = Path(__file__).resolve().parent
 FORMAT = "ulvm-weights/1"

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import torch
 
-from .config import Config
+from ..config import Config
 from .graphs import set_capturable
 
 
 def build_optimizer(model: torch.nn.Module, config: Config, capturable: bool = False):
     """AdamW and CosineAnnealingLR exactly as the paper's config (scheduler stepped once per epoch).
 
-    `capturable`: for a step recorded in a CUDA graph (`ulvm.graphs`): AdamW keeps its step count on the
+    `capturable`: for a step recorded in a CUDA graph (`ulvm.engine.graphs`): AdamW keeps its step count on the
     GPU, the learning rate is a GPU tensor, which the scheduler updates in place, and the update is
-    PyTorch's fused kernel (`ulvm.graphs.set_capturable`).
+    PyTorch's fused kernel (`ulvm.engine.graphs.set_capturable`).
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
                                   weight_decay=config.weight_decay)

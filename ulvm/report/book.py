@@ -14,16 +14,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UlvmError
+from ..errors import UlvmError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .config import Config, RunSettings
-    from .runs import TrainResult
+    from ..config import Config, RunSettings
+    from ..engine.runs import TrainResult
 
 # The result sets recorded on GPU machines and committed under `book/results/` (RESULTS parameter):
-# `<trained on>/test_<tested on>/<run>.json`, one `ulvm.evaluate.evaluate` result per run.
+# `<trained on>/test_<tested on>/<run>.json`, one `ulvm.engine.evaluate.evaluate` result per run.
 RECORDED_SETS = {
     ("isic2017", "isic2017"): "isic2017/test_isic2017",   # the paper's protocol, 14 runs
     ("isic2017", "ph2"): "isic2017/test_ph2",             # the same 14 models on all 200 PH2 images
@@ -42,7 +42,7 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "_toc.yml").is_file():
             return folder
-    package_checkout = Path(__file__).resolve().parents[1]
+    package_checkout = Path(__file__).resolve().parents[2]
     if (package_checkout / "_toc.yml").is_file():
         return package_checkout
     raise UlvmError(f"no _toc.yml found above {here}: run from inside the project checkout")
@@ -66,14 +66,14 @@ def dataset_path(data: str | os.PathLike, root: Path | None = None, all_test: bo
     """
     root = root or project_root()
     if str(data) == "synthetic":
-        from .data import default_dataset
+        from ..data import default_dataset
 
         return default_dataset(root / "data")
     path = resolve(data, root)
     if (path / "manifest.json").is_file():
         return path
     if (path / "images").is_dir() and (path / "masks").is_dir():
-        from .data import prepare
+        from ..data import prepare
 
         prepared = root / "data" / "prepared" / (path.name.lower() + ("_test" if all_test else ""))
         if not (prepared / "manifest.json").is_file():
@@ -94,7 +94,7 @@ def run_folder(runs: str | os.PathLike, data_dir: Path, config: Config) -> Path:
     """
     import hashlib
 
-    from .io import json_dumps
+    from ..io import json_dumps
 
     digest = hashlib.sha256(json_dumps(config.to_dict()).encode("utf-8")).hexdigest()[:8]
     bridge = "" if config.bridge else "_nobridge"
@@ -103,9 +103,9 @@ def run_folder(runs: str | os.PathLike, data_dir: Path, config: Config) -> Path:
 
 def finished_run(config: Config, data, run_dir: str | Path) -> TrainResult | None:
     """The result of the run in `run_dir` if it finished with exactly `config` on `data`, else None."""
-    from .checkpoint import read_run_checkpoint
-    from .data.tensors import load_data
-    from .runs import differences, run_result
+    from ..data.tensors import load_data
+    from ..engine.checkpoint import read_run_checkpoint
+    from ..engine.runs import differences, run_result
 
     last = Path(run_dir) / "last.pt"
     if not last.is_file():
@@ -118,7 +118,7 @@ def finished_run(config: Config, data, run_dir: str | Path) -> TrainResult | Non
 
 def train_or_reuse(config: Config, data, run_dir: str | Path, settings: RunSettings | None = None) -> TrainResult:
     """The finished run in `run_dir`, or `fit` it there (resuming an unfinished one), without progress bars."""
-    from .train import fit
+    from ..engine.train import fit
 
     return finished_run(config, data, run_dir) or fit(config, data, run_dir, settings=settings, progress=False)
 
@@ -132,7 +132,7 @@ def recorded_folder(trained_on: str, tested_on: str, results: str | os.PathLike 
 
 
 def recorded_runs(trained_on: str, tested_on: str, results: str | os.PathLike = "book/results") -> pd.DataFrame:
-    """A recorded result set as `ulvm.plots.runs_table` rows (empty when it is not in this checkout)."""
+    """A recorded result set as `ulvm.report.plots.runs_table` rows (empty when it is not in this checkout)."""
     from .plots import load_recorded_runs
 
     return load_recorded_runs(recorded_folder(trained_on, tested_on, results))

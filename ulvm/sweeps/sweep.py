@@ -26,7 +26,7 @@ named like p4_b1_f0_s42; a baseline, which has no PVM settings, by its model: un
 
 Each job runs as subprocesses, exactly as by hand: `python -m ulvm train ...` (it resumes an interrupted run
 from RUN/last.pt), then `python -m ulvm test` on every `test_on` dataset, all logged to RUNS/NAME.log. The
-sweep then writes one record per test set (`ulvm.experiments.record_runs`). It is idempotent: a job whose
+sweep then writes one record per test set (`ulvm.sweeps.experiments.record_runs`). It is idempotent: a job whose
 records exist is skipped; a job whose run folder is finished and tested is only recorded; a failed job is
 reported with its log and does not stop the others (the exit code then is 1).
 While it runs, one progress line says jobs done / running / failed and the time left, estimated from
@@ -52,9 +52,9 @@ install them there with no index::
 
 (`offline_wheels_command()` prints that command for other versions or platforms.)
 
-How many runs per GPU: measure it with `ulvm throughput` (`ulvm.throughput`: K runs at once, CUDA MPS off and
+How many runs per GPU: measure it with `ulvm throughput` (`ulvm.sweeps.throughput`: K runs at once, CUDA MPS off and
 on) and pass the best K as `--runs-per-gpu`; without MPS, processes on one GPU are time-sliced and K > 1
-gains little. Under MPS, `--mps-percentage P` caps each run's share of its GPU (`ulvm.mps`): 14 runs on an
+gains little. Under MPS, `--mps-percentage P` caps each run's share of its GPU (`ulvm.sweeps.mps`): 14 runs on an
 H200 trained 23% faster at 10% each than uncapped.
 """
 from __future__ import annotations
@@ -75,11 +75,11 @@ from typing import Any, TextIO
 
 import yaml
 
-from .config import PROFILES
-from .errors import UlvmError
+from ..config import PROFILES
+from ..errors import UlvmError
+from ..version import code_version, require_clean
 from .experiments import Job, read_log, record_runs
 from .mps import client_environment
-from .version import code_version, require_clean
 
 AXES = ("model", "parallel", "bridge", "seed", "fold")        # the crossing order (fold fastest)
 DEFAULT_AXES: dict[str, list[Any]] = {"model": ["ultralight"], "parallel": [4], "bridge": [True], "seed": [42],
@@ -229,7 +229,7 @@ def run_job(job: Job, data: Path, test_on: tuple[Path, ...], runs: Path, device:
             settings: tuple[str, ...] = (), gpus: tuple[str, ...] = (),
             environment: dict[str, str] | None = None) -> dict[str, Any]:
     """Train (or resume) and test one job, in subprocesses logged to RUNS/NAME.log, with `environment`
-    added to theirs (e.g. `ulvm.mps.client_environment`); returns what happened (name, code, log, gpu).
+    added to theirs (e.g. `ulvm.sweeps.mps.client_environment`); returns what happened (name, code, log, gpu).
     Never raises for a failed run: its exit code says it."""
     runs.mkdir(parents=True, exist_ok=True)
     run, log_path = runs / job.name, runs / f"{job.name}.log"
@@ -373,7 +373,7 @@ def sweep(grid: Grid, runs: Path | None = None, record: Path | None = None, *, d
 
     `runs`: run folders (default runs/NAME); `record`: records (default book/results/NAME). `settings`: more
     flags for every `ulvm train`/`ulvm test` (e.g. ("--threads", "1")). `mps_percentage`: under the CUDA MPS
-    daemon, each run's share of its GPU's SMs (`ulvm.mps`; the records say it). `processes=False` runs the
+    daemon, each run's share of its GPU's SMs (`ulvm.sweeps.mps`; the records say it). `processes=False` runs the
     local workers as threads of this process (each job is a subprocess either way)."""
     started = time.monotonic()
     stream = stream or sys.stdout

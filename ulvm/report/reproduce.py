@@ -17,7 +17,7 @@ After every call, `book/executed/execution.json` records each notebook's status,
 profile (merged with earlier calls), and `book/executed/reproducibility.md`, the book's reproducibility
 page, is rewritten from it: the execution table, this machine's environment, and how each recorded
 result set under `book/results/` was produced (read from the records). The helpers notebooks use to find
-things (`project_root`, `resolve`, `dataset_path`, `run_folder`) live in `ulvm.book`.
+things (`project_root`, `resolve`, `dataset_path`, `run_folder`) live in `ulvm.report.book`.
 
 How to run the book is explained in `book/how_to_run.md`.
 """
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..errors import UlvmError
+from ..io import atomic_write_bytes
 from .book import project_root, resolve
-from .errors import UlvmError
-from .io import atomic_write_bytes
 
 # The parameters each book profile injects into the notebooks (not `ulvm.config.PROFILES`, which are
 # training protocols). Paths are relative to the project root (the folder holding `_toc.yml`); a notebook
@@ -242,8 +242,8 @@ def environment() -> dict:
 def record_execution(path: Path, results: list[NotebookResult], profile: str, parameters: dict) -> dict:
     """Merge this call's notebooks into the JSON record at `path` (one entry per notebook, the latest run
     kept; skipped notebooks keep their earlier entry) and return the record."""
-    from .io import json_dumps
-    from .version import code_version
+    from ..io import json_dumps
+    from ..version import code_version
 
     try:
         record = json.loads(path.read_text(encoding="utf-8"))

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 
-from .errors import UlvmError
-from .io import atomic_write_bytes
-from .paper import PAPER_RESULTS
+from ..errors import UlvmError
+from ..io import atomic_write_bytes
+from ..paper import PAPER_RESULTS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,7 +66,7 @@ def configuration_name(config: dict) -> str:
 
 
 def runs_table(results: list[dict]) -> pd.DataFrame:
-    """Results dicts (`ulvm.evaluate.evaluate` format) -> one row per run: configuration, seed, fold,
+    """Results dicts (`ulvm.engine.evaluate.evaluate` format) -> one row per run: configuration, seed, fold,
     the pooled metrics, the per-image DSC list, device and wall time."""
     import pandas as pd
 
@@ -344,9 +344,9 @@ def best_median_worst_figure(model, data, record: dict, split: str = "test", siz
     import numpy as np
     import torch
 
-    from .data.dataset import paper_normalize, split_statistics
-    from .data.tensors import load_data
-    from .metrics import confusion_counts, pooled_metrics
+    from ..data.dataset import paper_normalize, split_statistics
+    from ..data.tensors import load_data
+    from ..metrics import confusion_counts, pooled_metrics
 
     prepared = load_data(data)
     chosen = best_median_worst(record["per_image"]["ids"], record["per_image"]["dsc"])
