@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-import ulvm.engine.train
 from ulvm.config import Config, RunSettings
 from ulvm.data import prepare
+from ulvm.engine.runs import RunFolder
 from ulvm.engine.train import fit
 from ulvm.ssm import selective_scan
 
@@ -42,13 +42,13 @@ def tiny_config(**overrides) -> Config:
 
 def interrupted_fit(config, data, out_dir, monkeypatch, after_epochs: int, settings: RunSettings = CPU) -> None:
     """Run `fit` and stop it (KeyboardInterrupt) right after epoch `after_epochs` was checkpointed."""
-    real_write_log = ulvm.engine.train.write_log
+    real_write_log = RunFolder.write_log
 
-    def write_log_then_stop(path, history):
-        real_write_log(path, history)
+    def write_log_then_stop(folder, history):
+        real_write_log(folder, history)
         if len(history) == after_epochs:
             raise KeyboardInterrupt
-    monkeypatch.setattr(ulvm.engine.train, "write_log", write_log_then_stop)
+    monkeypatch.setattr(RunFolder, "write_log", write_log_then_stop)
     with pytest.raises(KeyboardInterrupt):
         fit(config, data, out_dir, settings=settings, progress=False)
     monkeypatch.undo()

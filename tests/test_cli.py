@@ -29,17 +29,18 @@ def test_train_seeds_needs_one_folder_per_seed(tmp_path, capsys):
     assert not any(tmp_path.iterdir())                       # refused before anything was written
 
 
-def test_sweep_and_throughput_pass_their_run_flags_to_every_run():
-    """`ulvm sweep` / `ulvm throughput` hand the same `ulvm train` flags to each run; a bad batch is refused."""
+def test_sweep_and_throughput_pass_their_run_settings_to_every_run():
+    """`ulvm sweep` / `ulvm throughput` hand the same `RunSettings` to each run; a bad batch is refused."""
     from ulvm.cli import build_parser
-    from ulvm.cli.sweep import run_flags
+    from ulvm.cli.sweep import run_settings
+    from ulvm.config import RunSettings
     from ulvm.errors import UlvmError
 
     parser = build_parser()
     args = parser.parse_args(["sweep", "grid.yaml", "--threads", "2", "--compile", "--eval-batch-size", "50"])
-    assert run_flags(args) == ("--threads", "2", "--compile", "--eval-batch-size", "50")
+    assert run_settings(args) == RunSettings(threads=2, compile=True, eval_batch_size=50)
     args = parser.parse_args(["throughput", "--data", "d", "--eval-batch-size", "16"])
-    assert run_flags(args) == ("--eval-batch-size", "16")
-    assert run_flags(parser.parse_args(["sweep", "grid.yaml"])) == ()
+    assert run_settings(args) == RunSettings(device="cuda", eval_batch_size=16)
+    assert run_settings(parser.parse_args(["sweep", "grid.yaml"])) == RunSettings()
     with pytest.raises(UlvmError, match="eval_batch_size=0 must be >= 1"):
-        run_flags(parser.parse_args(["sweep", "grid.yaml", "--eval-batch-size", "0"]))
+        run_settings(parser.parse_args(["sweep", "grid.yaml", "--eval-batch-size", "0"]))

@@ -3,29 +3,31 @@ import json
 
 import pytest
 
+from ulvm.config import RunSettings
 from ulvm.errors import RunError
 from ulvm.sweeps.experiments import Job, record_run, record_runs
 
 
 def test_job_command_is_a_paper_protocol_train(tmp_path):
-    command = Job(4, False, 3, 43).command(tmp_path / "ph2", tmp_path / "runs")
+    command = Job.of(4, False, 3, 43).command(tmp_path / "ph2", tmp_path / "runs")
     assert command[1:4] == ["-m", "ulvm", "train"]
     joined = " ".join(command)
     for piece in ("--profile paper", "--fold 3", "--seed 43", "--parallel 4", "--no-bridge",
                   f"--out {tmp_path / 'runs' / 'p4_b0_f3_s43'}"):
         assert piece in joined
-    assert "--fold" not in Job(4, True, None, 42).command(tmp_path, tmp_path)
-    test = " ".join(Job(4, True, None, 42).test_command(tmp_path / "ph2", tmp_path / "runs"))
+    assert "--fold" not in Job.of(4, True, None, 42).command(tmp_path, tmp_path)
+    test = " ".join(Job.of(4, True, None, 42).test_command(tmp_path / "ph2", tmp_path / "runs"))
     assert f"test --run {tmp_path / 'runs' / 'p4_b1_s42'} --data {tmp_path / 'ph2'}" in test
 
 
 def test_job_names_and_commands_of_baselines_profiles_and_overrides(tmp_path):
-    job = Job(4, True, 0, 42, model="unet", profile="quick", overrides=("epochs=2", "c_list=[8, 16]"))
-    assert job.name == "unet_f0_s42" and Job(2, False, None, 7).name == "p2_b0_s7"
-    command = job.command(tmp_path, tmp_path / "runs", "cpu", ("--threads", "1"))
-    assert " ".join(command).endswith("--model unet --set epochs=2 --set c_list=[8, 16] --threads 1")
+    job = Job.of(4, True, 0, 42, model="unet", profile="quick", overrides={"epochs": 2, "lr": 1e-5})
+    assert job.name == "unet_f0_s42" and Job.of(2, False, None, 7).name == "p2_b0_s7"
+    command = job.command(tmp_path, tmp_path / "runs", RunSettings(device="cpu", threads=1))
+    assert " ".join(command).endswith("--model unet --set epochs=2 --set lr=1.0e-05 --device cpu --threads 1 "
+                                      "--no-progress")
     assert command[command.index("--profile") + 1] == "quick" and "--no-bridge" not in command
-    assert job.test_command(tmp_path, tmp_path, "cpu", ("--threads", "1"))[-2:] == ["--threads", "1"]
+    assert job.test_command(tmp_path, tmp_path, RunSettings(threads=1))[-2:] == ["--threads", "1"]
 
 
 def _finished_run(run, version="abc1234", data_roots=("data/ph2",)):
@@ -86,11 +88,12 @@ def test_committed_records_name_a_clean_commit():
 def test_jobs_that_differ_in_their_seed_alone_train_together_in_one_command(tmp_path):
     from ulvm.sweeps.experiments import together_command
 
-    jobs = [Job(2, False, 1, seed) for seed in (42, 43)]
-    command = together_command(jobs, tmp_path / "data", tmp_path / "runs", "cpu", ("--threads", "1"))
+    jobs = [Job.of(2, False, 1, seed) for seed in (42, 43)]
+    settings = RunSettings(device="cpu", threads=1)
+    command = together_command(jobs, tmp_path / "data", tmp_path / "runs", settings)
     assert command[command.index("--out") + 1] == str(tmp_path / "runs" / "p2_b0_f1_s{seed}")
     assert command[command.index("--seeds") + 1:command.index("--seeds") + 3] == ["42", "43"]
-    assert "--seed" not in command and command[-2:] == ["--threads", "1"]
-    assert jobs[0].command(tmp_path / "data", tmp_path / "runs", "cpu")[3:] != command[3:]
+    assert "--seed" not in command and command[-3:] == ["--threads", "1", "--no-progress"]
+    assert jobs[0].command(tmp_path / "data", tmp_path / "runs", settings)[3:] != command[3:]
     with pytest.raises(RunError, match="differ in their seed alone"):
-        together_command([jobs[0], Job(4, False, 1, 43)], tmp_path / "data", tmp_path / "runs")
+        together_command([jobs[0], Job.of(4, False, 1, 43)], tmp_path / "data", tmp_path / "runs")

@@ -13,15 +13,17 @@ import yaml
 
 from helpers import write_tiny_prepared
 from ulvm.cli import main
+from ulvm.config import RunSettings
 from ulvm.engine.runs import LOG_COLUMNS
 from ulvm.errors import UlvmError
-from ulvm.sweeps.sweep import load_grid, offline_wheels_command, parse_grid, sweep
+from ulvm.sweeps.grid import parse_grid
+from ulvm.sweeps.sweep import load_grid, offline_wheels_command, sweep
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 GRIDS = REPO / "book" / "grids"
 TINY = {"input_size": 32, "batch_size": 4, "max_images": None, "t_max": 2}
-SETTINGS = ("--threads", "1", "--backend", "parallel")
+SETTINGS = RunSettings(device="cpu", threads=1, backend="parallel")
 
 
 def recorded_names(grid: str) -> set[str]:
@@ -41,16 +43,16 @@ def test_book_grid_files_give_the_recorded_grids_in_order():
     assert set(names) == recorded_names("isic2017") and isic.test_sets() == ["isic2017", "ph2"]
     transfer = load_grid(GRIDS / "ph2_transfer.yaml")
     assert [job.name for job in transfer.jobs] == ["p4_b1_f0_s42"] and transfer.test_sets() == ["ph2", "isic2017"]
-    assert all(job.profile == "paper" for job in isic.jobs)
+    assert all(job.config.profile_name == "paper" for job in isic.jobs)
 
 
 def test_grid_expansion_models_and_overrides(tmp_path):
     grid = parse_grid({"name": "g", "profile": "quick", "data": "d", "seed": [1, 2], "model": ["ultralight", "unet"],
-                       "set": {"epochs": 2, "c_list": [8, 16]}, "cross": [{"parallel": 2, "set": {"epochs": 3}}]})
+                       "set": {"epochs": 2, "lr": 0.002}, "cross": [{"parallel": 2, "set": {"epochs": 3}}]})
     assert [job.name for job in grid.jobs] == ["p2_b1_s1", "p2_b1_s2", "unet_s1", "unet_s2"]
     command = " ".join(grid.jobs[2].command(grid.data, tmp_path))
     assert "--profile quick" in command and "--model unet" in command
-    assert "--set epochs=3" in command and "--set c_list=[8, 16]" in command
+    assert "--set epochs=3" in command and "--set lr=0.002" in command
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -82,17 +84,17 @@ def test_offline_wheels_command_pins_the_extra():
     assert command.startswith("pip download --dest wheels --only-binary=:all:")
 
 
-def test_gpu_slots_come_from_cuda_visible_devices_and_pin_by_worker_name(monkeypatch):
-    distributed = pytest.importorskip("distributed")
-    import ulvm.sweeps.sweep
+def test_gpu_slots_come_from_cuda_visible_devices_and_each_worker_is_given_its_gpu(monkeypatch):
+    from ulvm.sweeps.cluster import Slot, visible_gpus, worker_slots
+
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
-    assert ulvm.sweeps.sweep.visible_gpus() == ("2", "5")
+    assert visible_gpus() == ("2", "5")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert ulvm.sweeps.sweep.visible_gpus() == ()
-    names = iter([0, 1, 2, 3])                       # LocalCluster workers are named 0..n-1
-    monkeypatch.setattr(distributed, "get_worker", lambda: type("W", (), {"name": next(names)}))
-    assert [ulvm.sweeps.sweep._worker_gpu(("2", "5")) for _ in range(4)] == ["2", "5", "2", "5"]
-    assert ulvm.sweeps.sweep._worker_gpu(()) is None
+    assert visible_gpus() == ()
+    workers = {f"tcp://w{name}": {"name": name, "nthreads": 1} for name in (3, 10, 0, 2, 1)}
+    assert worker_slots(workers, ("2", "5")) == [Slot("tcp://w0", "2"), Slot("tcp://w1", "5"), Slot("tcp://w2", "2"),
+                                                 Slot("tcp://w3", "5"), Slot("tcp://w10", "2")]
+    assert worker_slots({"tcp://a": {"name": "x", "nthreads": 2}}, ()) == [Slot("tcp://a", None)] * 2
 
 
 def test_a_tested_run_is_only_recorded_and_missing_data_is_refused_early(tmp_path, capsys):
@@ -116,7 +118,7 @@ def test_a_tested_run_is_only_recorded_and_missing_data_is_refused_early(tmp_pat
 def test_progress_is_a_line_per_change_or_minute_off_a_terminal_and_one_rewritten_line_on_one():
     import io
 
-    from ulvm.sweeps.sweep import Progress
+    from ulvm.sweeps.status import Progress
 
     now = [0.0]
     plain = io.StringIO()
@@ -143,16 +145,16 @@ def test_progress_is_a_line_per_change_or_minute_off_a_terminal_and_one_rewritte
 
 
 def test_the_eta_comes_from_the_epochs_the_runs_log_and_drops_failed_jobs(tmp_path):
-    from ulvm.engine.runs import write_log
+    from ulvm.engine.runs import RunFolder
     from ulvm.sweeps.experiments import Job
-    from ulvm.sweeps.sweep import TrainingETA
+    from ulvm.sweeps.status import TrainingETA
 
     def log(name, epochs):
         (tmp_path / name).mkdir(exist_ok=True)
-        write_log(tmp_path / name / "log.csv", [dict.fromkeys(LOG_COLUMNS, 1.0) for _ in range(epochs)])
+        RunFolder(tmp_path / name).write_log([dict.fromkeys(LOG_COLUMNS, 1.0) for _ in range(epochs)])
 
     now = [0.0]
-    jobs = [Job(4, True, None, seed, overrides=("epochs=10",)) for seed in (42, 43, 44)]
+    jobs = [Job.of(4, True, None, seed, overrides={"epochs": 10}) for seed in (42, 43, 44)]
     log(jobs[0].name, 4)                          # resumed: 4 epochs done before the sweep started
     eta = TrainingETA(jobs, tmp_path, clock=lambda: now[0])
     assert eta.seconds_left() is None             # nothing logged since the start: no rate yet
@@ -162,7 +164,7 @@ def test_the_eta_comes_from_the_epochs_the_runs_log_and_drops_failed_jobs(tmp_pa
     assert eta.seconds_left() == pytest.approx(330.0)
     eta.drop(jobs[1])                             # failed: its epochs leave both the rate and the total
     assert eta.seconds_left() == pytest.approx((20 - 6) * 60 / 2)
-    assert Job(4, True, None, 42).epochs == 250 and Job(4, True, None, 42, profile="quick").epochs == 6
+    assert Job.of(4, True, None, 42).epochs == 250 and Job.of(4, True, None, 42, profile="quick").epochs == 6
 
 
 # --- tiny sweeps on Dask ----------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ def test_sweep_runs_records_and_skips_on_a_second_call(tmp_path, tiny, subproces
                                 set={**TINY, "epochs": 1}))
     runs, record = tmp_path / "runs", tmp_path / "record"
     started = time.perf_counter()
-    result = sweep(grid, runs, record, workers=2, device="cpu", settings=SETTINGS, mps_percentage=30,
+    result = sweep(grid, runs, record, workers=2, settings=SETTINGS, mps_percentage=30,
                    allow_dirty=True, poll_s=0.2)
     first = time.perf_counter() - started
     assert result.ok, result.failures
@@ -211,7 +213,7 @@ def test_sweep_runs_records_and_skips_on_a_second_call(tmp_path, tiny, subproces
     assert "p4_b1_s42: recorded" in out
 
     started = time.perf_counter()
-    again = sweep(grid, runs, record, workers=2, device="cpu", settings=SETTINGS, allow_dirty=True)
+    again = sweep(grid, runs, record, workers=2, settings=SETTINGS, allow_dirty=True)
     assert again.status == {"p4_b1_s42": "skipped", "p4_b1_s43": "skipped"}
     assert time.perf_counter() - started < 2 < first                       # no cluster, no run
     sweep(grid, runs, record, dry_run=True)
@@ -228,7 +230,7 @@ def test_sweep_resumes_a_killed_run_and_reports_a_failed_job(tmp_path, tiny, sub
     runs, record = tmp_path / "runs", tmp_path / "record"
     # one job trained by hand and killed after its first epoch was checkpointed
     log_csv = runs / "p4_b1_s44" / "log.csv"
-    train = subprocess.Popen(grid.jobs[0].command(data, runs, "cpu", SETTINGS), stdout=subprocess.DEVNULL,
+    train = subprocess.Popen(grid.jobs[0].command(data, runs, SETTINGS), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not (log_csv.is_file() and len(log_csv.read_text().splitlines()) >= 2) and time.monotonic() < deadline:

@@ -6,15 +6,17 @@ import pytest
 
 from helpers import write_tiny_prepared
 from ulvm.cli import main
+from ulvm.config import RunSettings
 from ulvm.sweeps.mps import ACTIVE_THREAD_PERCENTAGE, client_environment, start_mps
 from ulvm.sweeps.throughput import measure_throughput
 
 TINY = ("input_size=32", "batch_size=4", "max_images=8")
+CPU = RunSettings(device="cpu")
 
 
 def test_k_runs_at_once_report_aggregate_throughput_and_speedup(tmp_path):
     data = write_tiny_prepared(tmp_path)
-    rows = measure_throughput(data, tmp_path / "runs", ks=(1, 2), epochs=2, profile="quick", device="cpu",
+    rows = measure_throughput(data, tmp_path / "runs", ks=(1, 2), epochs=2, profile="quick", settings=CPU,
                               overrides=TINY, progress=lambda line: None)
     assert [(row["mps"], row["k"]) for row in rows] == [("off", 1), ("off", 2)]
     assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] > 0
@@ -57,18 +59,18 @@ def test_the_mps_cap_applies_to_runs_that_share_not_to_the_lone_reference(tmp_pa
         started.append((k, kwargs["environment"])) or real_run_k(k, *args, **kwargs)))
     data = write_tiny_prepared(tmp_path)
     rows = measure_throughput(data, tmp_path / "runs", ks=(1, 2), mps=("on",), epochs=2, profile="quick",
-                              device="cpu", overrides=TINY, mps_percentage=30, progress=lambda line: None)
+                              settings=CPU, overrides=TINY, mps_percentage=30, progress=lambda line: None)
     assert started == [(1, None), (2, {ACTIVE_THREAD_PERCENTAGE: "30"})]
     assert "mps_percentage" not in rows[0] and rows[1]["mps_percentage"] == 30 and rows[0]["speedup"] == 1.0
     started.clear()
     rows = measure_throughput(data, tmp_path / "together", ks=(2,), mps=("on",), epochs=2, profile="quick",
-                              device="cpu", overrides=TINY, together=2, mps_percentage=30, progress=lambda line: None)
+                              settings=CPU, overrides=TINY, together=2, mps_percentage=30, progress=lambda line: None)
     assert started == [(2, None)] and "mps_percentage" not in rows[0]     # one process: it shares with nothing
 
 
 def test_runs_together_in_one_process_are_measured_the_same_way(tmp_path):
     data = write_tiny_prepared(tmp_path)
-    rows = measure_throughput(data, tmp_path / "runs", ks=(3,), epochs=2, profile="quick", device="cpu",
+    rows = measure_throughput(data, tmp_path / "runs", ks=(3,), epochs=2, profile="quick", settings=CPU,
                               overrides=TINY, together=2, progress=lambda line: None)
     assert rows[0]["k"] == 3 and rows[0]["runs_per_process"] == 2 and rows[0]["images_per_s"] > 0
     folder = tmp_path / "runs" / "mps_off" / "k3"
@@ -85,8 +87,8 @@ def test_fewer_than_one_run_per_process_is_refused(tmp_path, capsys):
 def test_settings_reach_every_training_process(tmp_path):
     """`ulvm throughput --compile`: each `ulvm train` gets the flag (on a CPU it says it ignores it)."""
     data = write_tiny_prepared(tmp_path)
-    measure_throughput(data, tmp_path / "runs", ks=(1,), epochs=2, profile="quick", device="cpu", overrides=TINY,
-                       settings=("--compile",), progress=lambda line: None)
+    measure_throughput(data, tmp_path / "runs", ks=(1,), epochs=2, profile="quick", overrides=TINY,
+                       settings=RunSettings(device="cpu", compile=True), progress=lambda line: None)
     log = (tmp_path / "runs" / "mps_off" / "k1" / "p4_b1_s42.log").read_text()
     assert "compile=True is ignored on cpu" in log
 

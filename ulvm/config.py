@@ -200,16 +200,19 @@ class RunSettings:
     device: str = "auto"             # auto | cpu | cuda[:N]
     backend: str = "auto"            # selective-scan backend (ulvm.ssm.backends): auto | reference | parallel | ...
     cuda_graph: bool = True          # on CUDA, replay full-batch training steps as a CUDA graph (ulvm.engine.graphs;
-                                     # same maths, ~1,000 launches become one; not with amp or with a backend
+                                     # same maths, one launch a step; not with amp or with a backend
                                      # that is not graph-safe)
     eval_batch_size: int = 8         # validation/test batch
     compile: bool = False            # on CUDA, the training step's model through torch.compile before its graph
                                      # is recorded (Inductor fuses the norms, activations and copies around the
-                                     # scan: ~25% less GPU time a step, ulvm.report.bench); TF32 stays off in cuDNN
+                                     # scan: fewer, fused kernels, ulvm.report.bench); TF32 stays off in cuDNN
+    threads: int | None = None       # CPU threads for torch (None: torch's choice); set by the command that runs
 
     def __post_init__(self) -> None:       # the backend name is checked by ulvm.ssm.backends, where they live
         if self.eval_batch_size < 1:
             raise UlvmError(f"eval_batch_size={self.eval_batch_size} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise UlvmError(f"threads={self.threads} must be >= 1")
 
 
 PAPER = Config()

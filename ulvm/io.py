@@ -25,8 +25,10 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -164,6 +166,33 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def die_with_parent(parent: int, poll: bool = False) -> None:
+    """Make this process end when process `parent` ends, however it ends (SIGKILL and OOM kills too).
+
+    For a child that its parent cannot stop when the parent is killed: a pool worker of `ulvm prepare`, a
+    `ulvm train` of `ulvm sweep` (call it in the child: a pool initializer, or `preexec_fn`). On Linux the
+    kernel signals the child when its parent dies (PR_SET_PDEATHSIG; it survives `exec`). Elsewhere, or
+    with `poll` (for a process already running, e.g. a Dask worker, whose parent may be an ancestor), a
+    thread checks twice a second (not across an `exec`: the new program does not keep the thread).
+    """
+    if sys.platform.startswith("linux") and not poll:
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if not pid_alive(parent):  # it died before prctl took effect
+            os._exit(1)
+        return
+
+    def watch():
+        while pid_alive(parent):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _temp_prefix(final: Path) -> str:
     return f".{final.name}.{HOST}.{os.getpid()}."
 
@@ -249,11 +278,27 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False,
         raise
 
 
-@contextlib.contextmanager
-def exclusive(lock_path: str | os.PathLike) -> Iterator[None]:
-    """One process at a time inside the block (an advisory `flock` on `lock_path`; others wait).
+def foreign_entries(folder: str | os.PathLike, ours: Callable[[Path], bool]) -> list[str]:
+    """The names of the entries of `folder` that `ours(entry)` does not recognise as written by ulvm
+    (sorted; folders end with '/'). What a command that writes into an existing folder checks first:
+    `ulvm prepare --overwrite` (a prepared dataset) and `ulvm train --out` (a run folder) refuse a folder
+    holding anything else, so that no file of the user's is replaced or deleted."""
+    return sorted(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
+                  for entry in Path(folder).iterdir() if not ours(entry))
 
-    Where there is no `fcntl` (Windows) the block runs unguarded.
+
+class LockHeld(UlvmError):
+    """Another process holds the lock (`exclusive(..., wait=False)`)."""
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | os.PathLike, wait: bool = True) -> Iterator[None]:
+    """One process at a time inside the block (an advisory `flock` on `lock_path`).
+
+    `wait=True`: others wait their turn. `wait=False`: another process inside the block is an error,
+    `LockHeld`, naming the lock file and the holder's process id (the holder writes it into the file).
+    The kernel releases the lock when the holder exits, however it exits (SIGKILL too), so a stale lock
+    file never blocks anyone. Where there is no `fcntl` (Windows) the block runs unguarded.
     """
     try:
         import fcntl
@@ -262,9 +307,18 @@ def exclusive(lock_path: str | os.PathLike) -> Iterator[None]:
         return
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with open(lock_path, "a+") as handle:
         try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise LockHeld(f"{lock_path}: held by process {holder}") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()} on {HOST}\n")
+            handle.flush()
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

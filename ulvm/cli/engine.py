@@ -100,11 +100,12 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run settings of a command; also sets torch's CPU threads when asked."""
-    if args.threads is not None:
+    settings = RunSettings(device=args.device, backend=args.backend, cuda_graph=args.cuda_graph,
+                           eval_batch_size=args.eval_batch_size, compile=args.compile, threads=args.threads)
+    if settings.threads is not None:
         import torch
-        torch.set_num_threads(args.threads)
-    return RunSettings(device=args.device, backend=args.backend, cuda_graph=args.cuda_graph,
-                       eval_batch_size=args.eval_batch_size, compile=args.compile)
+        torch.set_num_threads(settings.threads)
+    return settings
 
 
 def config_from_args(args: argparse.Namespace):
@@ -149,19 +150,21 @@ def run_train(args: argparse.Namespace) -> int:
 def run_test(args: argparse.Namespace) -> int:
     from ..engine.checkpoint import read_run_checkpoint
     from ..engine.evaluate import evaluate, summary_line, write_results
+    from ..engine.runs import RunFolder, is_finished
 
     settings = settings_from_args(args)
-    checkpoint = read_run_checkpoint(args.run / "best.pt")
-    last = read_run_checkpoint(args.run / "last.pt") if (args.run / "last.pt").is_file() else checkpoint
-    epochs = Config.from_dict(last["config"], source=str(args.run / "last.pt")).epochs
-    if last["epoch"] < epochs:
+    folder = RunFolder(args.run)
+    checkpoint = read_run_checkpoint(folder.best_path)
+    last = folder.checkpoint() or checkpoint
+    if not is_finished(last):
+        epochs = Config.from_dict(last["config"], source=str(folder.last_path)).epochs
         print(f"ulvm test: warning: {args.run} has not finished training (epoch {last['epoch']} of {epochs}); "
               "testing its best.pt so far", file=sys.stderr)
     data = args.data
     if data is None:
         data = Path(checkpoint["data"]["root"])
         if not data.is_dir():
-            raise UlvmError(f"{data}: the dataset {args.run / 'best.pt'} was trained on is not there (the path "
+            raise UlvmError(f"{data}: the dataset {folder.best_path} was trained on is not there (the path "
                             "is the one stored in the checkpoint); pass --data")
     results = evaluate(args.run, data, split=args.split, fold=args.fold, settings=settings,
                        bootstrap=args.bootstrap, save_predictions=args.save_predictions)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import RunSettings
+
 MPS_PERCENTAGE_HELP = ("under the CUDA MPS daemon, each run's share of its GPU's SMs in %% "
                        "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE; default: all), for many runs at once: with 14 compiled "
                        "runs on an H200, 10 took 2.6 s an epoch instead of 3.4; a lone run at 10%% takes about "
@@ -70,36 +72,25 @@ def register(sub) -> None:
     p.set_defaults(func=run_throughput)
 
 
-def run_flags(args: argparse.Namespace) -> tuple[str, ...]:
-    """The `ulvm train` / `ulvm test` flags that every run of a sweep or throughput measurement gets."""
-    flags: tuple[str, ...] = ()
-    if getattr(args, "threads", None) is not None:
-        flags += ("--threads", str(args.threads))
-    if args.compile:
-        flags += ("--compile",)
-    if args.eval_batch_size is not None:
-        from ..config import RunSettings
-        RunSettings(eval_batch_size=args.eval_batch_size)        # its check, here before any run starts
-        flags += ("--eval-batch-size", str(args.eval_batch_size))
-    return flags
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """How every run of a sweep or throughput measurement executes (checked here, before any run starts)."""
+    return RunSettings(device=args.device, compile=args.compile, threads=getattr(args, "threads", None),
+                       **({"eval_batch_size": args.eval_batch_size} if args.eval_batch_size is not None else {}))
 
 
 def run_sweep(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..errors import UlvmError
     from ..sweeps.sweep import load_grid, sweep
 
-    if args.runs_per_gpu < 1 or (args.workers is not None and args.workers < 1):
-        raise UlvmError("--runs-per-gpu and --workers must be at least 1")
     grid = load_grid(args.grid)
     if args.data is not None:
         grid = replace(grid, data=args.data)
     if args.test_on is not None:
         grid = replace(grid, test_on=tuple(args.test_on))
     result = sweep(grid, args.runs, args.record, dry_run=args.dry_run, scheduler=args.scheduler,
-                   workers=args.workers, runs_per_gpu=args.runs_per_gpu, device=args.device,
-                   settings=run_flags(args), mps_percentage=args.mps_percentage, allow_dirty=args.allow_dirty)
+                   workers=args.workers, runs_per_gpu=args.runs_per_gpu, settings=run_settings(args),
+                   mps_percentage=args.mps_percentage, allow_dirty=args.allow_dirty)
     return 0 if result.ok else 1
 
 
@@ -114,9 +105,9 @@ def run_throughput(args: argparse.Namespace) -> int:
             atomic_write_json(args.out, {"rows": rows, **header})
 
     rows = measure_throughput(args.data, args.runs, ks=tuple(args.ks), mps=tuple(args.mps), epochs=args.epochs,
-                              profile=args.profile, device=args.device, gpus=tuple(args.gpus),
+                              profile=args.profile, settings=run_settings(args), gpus=tuple(args.gpus),
                               overrides=tuple(args.overrides), together=args.together,
-                              settings=run_flags(args), mps_percentage=args.mps_percentage, on_row=keep)
+                              mps_percentage=args.mps_percentage, on_row=keep)
     if args.out:
         print(f"written {args.out}")
     return 1 if any("failed" in row for row in rows) else 0

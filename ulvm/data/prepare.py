@@ -26,10 +26,6 @@ import json
 import logging
 import os
 import shlex
-import signal
-import sys
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,8 +35,15 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..io import (
+    OWNER_MARKER,
+    atomic_directory,
+    atomic_write_bytes,
+    die_with_parent,
+    foreign_entries,
+    json_dumps,
+)
 from ..progress import progress_bar
-from ..io import OWNER_MARKER, atomic_directory, atomic_write_bytes, json_dumps, pid_alive
 from .checks import file_sha256, read_image, read_mask
 from .layouts import RawSample, raw_samples
 from .splits import DEFAULT_FOLD_VAL_FRACTION, PAPER_COUNTS, SPLITS, kfold_splits, normalize_counts, seeded_split
@@ -98,31 +101,6 @@ def _prepare_sample(sample: RawSample, *, src: Path, out: Path, size: int, allow
     }
 
 
-def _die_with_parent(parent: int) -> None:
-    """Pool initializer: the worker ends when the preparing process `parent` ends, however it ends.
-
-    A SIGKILLed (or OOM-killed) parent cannot tell its pool to stop, and its workers used to live on,
-    orphaned. On Linux the kernel signals the worker when its parent dies (PR_SET_PDEATHSIG; under the
-    forkserver start method the parent is the fork server, which exits with our process); elsewhere a
-    thread checks twice a second.
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if not pid_alive(parent):  # it died before prctl took effect
-            os._exit(1)
-        return
-
-    def watch():
-        while pid_alive(parent):
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _command(kind, src, out, size, seed, counts, folds, fold_val_fraction, allow_soft_masks, mask_suffix,
              check_inverted, min_size, all_test) -> str:
     """The `ulvm prepare` command line that reproduces this preparation."""
@@ -165,14 +143,16 @@ def is_prepared_dataset(folder: Path) -> bool:
             and all(key in manifest for key in MANIFEST_FIELDS) and isinstance(manifest["ids"], list)):
         return False
     pngs = {f"{key}.png" for key in manifest["ids"] if isinstance(key, str)}
-    for entry in folder.iterdir():
-        if entry.name in ("manifest.json", OWNER_MARKER) and entry.is_file() and not entry.is_symlink():
-            continue
-        if entry.name not in ("images", "masks") or entry.is_symlink() or not entry.is_dir():
+
+    def ours(entry: Path) -> bool:
+        if entry.is_symlink():
             return False
-        if any(f.name not in pngs or f.is_symlink() or not f.is_file() for f in entry.iterdir()):
-            return False
-    return True
+        if entry.name in ("manifest.json", OWNER_MARKER):
+            return entry.is_file()
+        return entry.name in ("images", "masks") and entry.is_dir() and not foreign_entries(
+            entry, lambda f: f.name in pngs and f.is_file() and not f.is_symlink())
+
+    return not foreign_entries(folder, ours)
 
 
 def _check_out(src: Path, out: Path, overwrite: bool) -> None:
@@ -282,7 +262,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
             work = partial(work, out=tmp)
             progress = dict(total=len(samples), desc=f"prepare {kind}", unit="img", leave=False)
             if workers > 1:
-                with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+                with ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
                     try:
                         records = list(progress_bar(pool.map(work, samples, chunksize=4), **progress))
                     except BaseException:

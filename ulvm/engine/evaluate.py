@@ -35,6 +35,7 @@ from ..runtime import describe_machine, resolve_device
 from ..version import code_version
 from .checkpoint import model_from_checkpoint, read_run_checkpoint
 from .inference import overlay, predict_batches
+from .runs import RunFolder
 
 CI_LEVEL = 0.95
 
@@ -70,7 +71,7 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
     if save_predictions is True:
         if not run_info:
             raise RunError("evaluate: save_predictions=True needs a run folder; give a folder to write into")
-        save_predictions = run_dir / f"predictions_{_file_stem(prepared.root, split, fold)}"
+        save_predictions = RunFolder(run_dir).predictions_path(prepared.root, split, fold)
     elif save_predictions is False:
         save_predictions = None
 
@@ -110,14 +111,9 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
     return results
 
 
-def _file_stem(data_root: str | Path, split: str, fold: int | None) -> str:
-    """`<data folder name>_<split>[_fold<k>]`: what a run's results and predictions of one split are named by."""
-    return f"{Path(data_root).name}_{split}" + (f"_fold{fold}" if fold is not None else "")
-
-
 def results_path(run_dir: str | Path, results: dict[str, Any]) -> Path:
-    """`RUN/results_<data folder name>_<split>[_fold<k>].json`: one file per data set and split."""
-    return Path(run_dir) / f"results_{_file_stem(results['data']['root'], results['split'], results.get('fold'))}.json"
+    """Where `results` go in a run folder (`RunFolder.results_path`: one file per data set and split)."""
+    return RunFolder(run_dir).results_path(results["data"]["root"], results["split"], results.get("fold"))
 
 
 def write_results(results: dict[str, Any], run_dir: str | Path | None = None) -> Path:

@@ -41,7 +41,7 @@ import logging
 import math
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -61,7 +61,7 @@ from .graphs import GraphedTrainStep, graphable, set_capturable
 from .inference import validate
 from .losses import bce_dice_loss, loss_weights
 from .optim import build_optimizer
-from .runs import TrainResult, epoch_line, open_tensorboard, prepare_run_dir, run_result, write_log
+from .runs import RunFolder, TrainResult, epoch_line, open_tensorboard, prepare_run_dir, run_result
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,11 @@ class _Training:
     start_epoch: int = 0
 
 
-def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: bool, overwrite: bool) -> _Training:
+def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: bool, overwrite: bool,
+           held: ExitStack) -> _Training:
     """Data first (a split it cannot train on is refused before the run folder is touched), then the run
-    folder, model, optimiser, and the state to resume from."""
+    folder (refused if it holds files of the user's; locked in `held` while the run trains), model,
+    optimiser, and the state to resume from."""
     device = resolve_device(settings.device)
     if device.type == "cuda":
         # cuDNN's default backward for the bridge's 7x7 dilated 2->1 conv costs ~40% of a step on an H100;
@@ -130,9 +132,11 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
     seed_everything(config.seed)
     model = build_model(config, settings.backend).to(device)       # an unknown model or backend: refused here
     graphed = graphable(config, settings, device)
+    folder = RunFolder(run_dir)
+    folder.check_ours()
+    held.enter_context(folder.locked())
     checkpoint = prepare_run_dir(run_dir, config, prepared.content_hash, resume, overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(run_dir / "config.yaml")
+    config.to_yaml(folder.config_path)
     if config.amp and device.type != "cuda":
         log.warning("amp=True is ignored on %s: mixed precision is only used on CUDA", device)
 
@@ -228,7 +232,7 @@ def _end_epoch(run: _Training, row: dict[str, float], started: float, board) -> 
     # last.pt after best.pt: a kill in between leaves best.pt one epoch ahead, and the resumed run
     # redoes that epoch identically, so both files end up as in an uninterrupted run.
     save_checkpoint(last_path, **state, best=run.best)
-    write_log(run.run_dir / "log.csv", run.history)
+    RunFolder(run.run_dir).write_log(run.history)
     if board is not None:
         for key in ("lr", "train_loss", "val_loss", "val_dsc", "val_iou"):
             board.add_scalar(key, row[key], epoch)
@@ -267,8 +271,17 @@ def fit_together(configs: list[Config], data, out_dirs: list[str | Path], *, set
     started = time.perf_counter()
     settings = settings or RunSettings()
     prepared = load_data(data)
-    runs = [_setup(config, prepared, out_dir, settings, resume, overwrite)
-            for config, out_dir in zip(configs, out_dirs)]
+    with ExitStack() as held:                          # each run folder locked until its run ends
+        runs = [_setup(config, prepared, out_dir, settings, resume, overwrite, held)
+                for config, out_dir in zip(configs, out_dirs)]
+        _train_in_turn(runs, configs, progress, on_epoch)
+    wall_time = time.perf_counter() - started
+    return [run_result(run.run_dir, {"history": run.history, "best": run.best, "data": run.data_info}, wall_time,
+                       run.start_epoch, str(run.device)) for run in runs]
+
+
+def _train_in_turn(runs: list[_Training], configs: list[Config], progress: bool, on_epoch) -> None:
+    """Every epoch of every run, the runs taking turns step by step (one run: plain training)."""
     together = len(runs) > 1
     streams = [torch.cuda.Stream(run.device) if together and run.device.type == "cuda" else None for run in runs]
     boards = [open_tensorboard(run.run_dir, run.start_epoch) for run in runs]
@@ -287,9 +300,6 @@ def fit_together(configs: list[Config], data, out_dirs: list[str | Path], *, set
         for board in boards:
             if board is not None:
                 board.close()
-    wall_time = time.perf_counter() - started
-    return [run_result(run.run_dir, {"history": run.history, "best": run.best, "data": run.data_info}, wall_time,
-                       run.start_epoch, str(run.device)) for run in runs]
 
 
 def _epochs_in_turn(runs: list[_Training], streams: list, epoch: int, progress: bool) -> list[dict[str, float]]:

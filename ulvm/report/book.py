@@ -104,14 +104,12 @@ def run_folder(runs: str | os.PathLike, data_dir: Path, config: Config) -> Path:
 def finished_run(config: Config, data, run_dir: str | Path) -> TrainResult | None:
     """The result of the run in `run_dir` if it finished with exactly `config` on `data`, else None."""
     from ..data.tensors import load_data
-    from ..engine.checkpoint import read_run_checkpoint
-    from ..engine.runs import differences, run_result
+    from ..engine.runs import RunFolder, differences, is_finished, run_result
 
-    last = Path(run_dir) / "last.pt"
-    if not last.is_file():
-        return None
-    checkpoint = read_run_checkpoint(last)
-    if differences(checkpoint, config, load_data(data).content_hash, last) or checkpoint["epoch"] < config.epochs:
+    folder = RunFolder(run_dir)
+    checkpoint = folder.checkpoint()
+    if (checkpoint is None or differences(checkpoint, config, load_data(data).content_hash, folder.last_path)
+            or not is_finished(checkpoint)):
         return None
     return run_result(Path(run_dir), checkpoint, 0.0, checkpoint["epoch"], "")
 

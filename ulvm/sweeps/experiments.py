@@ -17,13 +17,14 @@ recorded. Every record names the commit that produced it (`ulvm.version`).
 """
 from __future__ import annotations
 
-import csv
 import json
-import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..config import Config, parse_overrides
+from ..config import Config, RunSettings
+from ..engine.commands import test_argv, train_argv
+from ..engine.runs import RunFolder
 from ..errors import RunError
 from ..io import atomic_write_json
 from ..version import require_clean
@@ -31,74 +32,51 @@ from ..version import require_clean
 
 @dataclass(frozen=True)
 class Job:
-    """One run of a grid: the axes a grid crosses, plus the profile and `--set` overrides (FIELD=JSON)."""
-    parallel: int
-    bridge: bool
-    fold: int | None
-    seed: int
-    model: str = "ultralight"
-    profile: str = "paper"
-    overrides: tuple[str, ...] = ()
+    """One run of a grid: the exact config it trains (how it runs, `RunSettings`, is the sweep's)."""
+    config: Config
+
+    @classmethod
+    def of(cls, parallel: int = 4, bridge: bool = True, fold: int | None = None, seed: int = 42,
+           model: str = "ultralight", profile: str = "paper", overrides: dict[str, Any] | None = None) -> "Job":
+        """The job of a grid's axes on a profile, with config overrides (they win, as `--set` does)."""
+        axes = dict(parallel=parallel, bridge=bridge, fold=fold, seed=seed, model=model)
+        return cls(Config.profile(profile, **{**axes, **(overrides or {})}))
 
     @property
     def name(self) -> str:
         """p4_b1_f0_s42 (no _f part without a fold); a baseline, which has no PVM settings: egeunet_f0_s42."""
-        fold = "" if self.fold is None else f"_f{self.fold}"
-        if self.model != "ultralight":
-            return f"{self.model}{fold}_s{self.seed}"
-        return f"p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
+        return self._name(str(self.config.seed))
+
+    def _name(self, seed: str) -> str:
+        config = self.config
+        fold = "" if config.fold is None else f"_f{config.fold}"
+        if config.model != "ultralight":
+            return f"{config.model}{fold}_s{seed}"
+        return f"p{config.parallel}_b{int(config.bridge)}{fold}_s{seed}"
 
     @property
     def epochs(self) -> int:
-        """How many epochs this job trains: its profile's, unless an `epochs=` override says otherwise."""
-        return Config.profile(self.profile, **parse_overrides(self.overrides)).epochs
+        return self.config.epochs
 
-    def command(self, data: Path, runs: Path, device: str = "cuda", settings: tuple[str, ...] = ()) -> list[str]:
-        """`ulvm train` of this job into RUNS/NAME (it resumes an unfinished run); `settings`: more flags of
-        how it runs (e.g. --threads 1), never of what it computes."""
-        return self._train_command(data, runs / self.name, ("--seed", str(self.seed)), device, settings)
+    def command(self, data: Path, runs: Path, settings: RunSettings = RunSettings(), **flags) -> list[str]:
+        """`ulvm train` of this job into RUNS/NAME (it resumes an unfinished run); `flags`: `train_argv`'s."""
+        return train_argv(self.config, settings, data, Path(runs) / self.name, **flags)
 
-    def _train_command(self, data: Path, out: Path, seed_flags: tuple[str, ...], device: str,
-                       settings: tuple[str, ...]) -> list[str]:
-        cmd = [sys.executable, "-m", "ulvm", "train", "--data", str(data), "--out", str(out),
-               "--profile", self.profile, *seed_flags, "--parallel", str(self.parallel),
-               "--device", device, "--no-progress"]
-        if self.fold is not None:
-            cmd += ["--fold", str(self.fold)]
-        if self.model != "ultralight":
-            cmd += ["--model", self.model]
-        if not self.bridge:
-            cmd += ["--no-bridge"]
-        for item in self.overrides:
-            cmd += ["--set", item]
-        return cmd + list(settings)
-
-    def test_command(self, external: Path, runs: Path, device: str = "cuda",
-                     settings: tuple[str, ...] = ()) -> list[str]:
+    def test_command(self, external: Path, runs: Path, settings: RunSettings = RunSettings()) -> list[str]:
         """`ulvm test` of this job's best.pt on the test split of a prepared dataset (its own or another)."""
-        return [sys.executable, "-m", "ulvm", "test", "--run", str(runs / self.name), "--data", str(external),
-                "--device", device, *settings]
+        return test_argv(Path(runs) / self.name, external, settings)
 
 
-def together_command(jobs: list[Job], data: Path, runs: Path, device: str = "cuda",
-                     settings: tuple[str, ...] = ()) -> list[str]:
+def together_command(jobs: list[Job], data: Path, runs: Path, settings: RunSettings = RunSettings(),
+                     **flags) -> list[str]:
     """ONE `ulvm train --seeds` process that trains `jobs` together (`ulvm.engine.train.fit_together`), each into
     RUNS/NAME as `Job.command` would; the jobs must differ only in their seed."""
     first = jobs[0]
-    if any(replace(job, seed=first.seed) != first for job in jobs):
+    if any(job.config.replace(seed=first.config.seed) != first.config for job in jobs):
         names = ", ".join(job.name for job in jobs)
         raise RunError(f"only jobs that differ in their seed alone can train together: {names}")
-    out = runs / replace(first, seed="{seed}").name                 # e.g. RUNS/p4_b1_s{seed}
-    return first._train_command(data, out, ("--seeds", *(str(job.seed) for job in jobs)), device, settings)
-
-
-def read_log(run_dir: Path) -> list[dict[str, float]]:
-    """The epochs a run folder's log.csv lists (`ulvm.engine.runs.write_log`), as numbers; [] before the first one."""
-    path = Path(run_dir) / "log.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+    out = Path(runs) / first._name("{seed}")                          # e.g. RUNS/p4_b1_s{seed}
+    return train_argv(first.config, settings, data, out, seeds=tuple(job.config.seed for job in jobs), **flags)
 
 
 def record_run(results_file: Path, dest: Path, allow_dirty: bool = False, **extra) -> Path:
@@ -107,12 +85,12 @@ def record_run(results_file: Path, dest: Path, allow_dirty: bool = False, **extr
     (the sum of its epoch times, as `TrainResult.train_time_s`) + `extra` (e.g. how many runs shared the
     GPU). Refuses results of a dirty or unknown tree unless `allow_dirty` (then recorded as such)."""
     results_file = Path(results_file)
-    run_dir = results_file.parent
+    run = RunFolder(results_file.parent)
     record = json.loads(results_file.read_text(encoding="utf-8"))
     require_clean(record.get("code_version", "unknown"), allow_dirty, str(results_file))
-    rows = read_log(run_dir)
+    rows = run.read_log()
     if not rows:
-        raise RunError(f"{run_dir}: log.csv lists no epoch (is this a finished run folder?)")
+        raise RunError(f"{run.path}: log.csv lists no epoch (is this a finished run folder?)")
     record["history"] = {key: [round(row[key], 6) for row in rows]
                          for key in ("train_loss", "val_loss", "val_dsc", "lr", "epoch_time_s")}
     record["train_time_s"] = round(sum(record["history"]["epoch_time_s"]), 1)
@@ -121,12 +99,12 @@ def record_run(results_file: Path, dest: Path, allow_dirty: bool = False, **extr
         record["allow_dirty"] = True
     record.update(extra)
     test_set = Path(record["data"]["root"]).name
-    return atomic_write_json(Path(dest) / f"test_{test_set}" / f"{run_dir.name}.json", record)
+    return atomic_write_json(Path(dest) / f"test_{test_set}" / f"{run.name}.json", record)
 
 
 def record_runs(run_dir: Path, dest: Path, allow_dirty: bool = False, **extra) -> list[Path]:
     """`record_run` for every test-split results file of a finished run (its own test set and external ones)."""
-    results = sorted(Path(run_dir).glob("results_*_test*.json"))
+    results = RunFolder(run_dir).results(split="test")
     if not results:
         raise RunError(f"{run_dir}: no results_*_test*.json (is the run finished and tested?)")
     return [record_run(path, dest, allow_dirty, **extra) for path in results]

@@ -31,14 +31,16 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..config import RunSettings, parse_overrides
 from ..engine.checkpoint import read_run_checkpoint
+from ..engine.runs import RunFolder
 from ..errors import RunError
-from .experiments import Job, read_log, together_command
+from .experiments import Job, together_command
 from .mps import client_environment, start_mps, stop_mps
 
 
 def _steady_epoch_times(run: Path) -> list[float]:
-    times = [row["epoch_time_s"] for row in read_log(run)]
+    times = [row["epoch_time_s"] for row in RunFolder(run).read_log()]
     if len(times) < 2:
         raise RunError(f"{run}: {len(times)} epoch(s) logged; the throughput needs at least 2 (the first is warm-up)")
     return times[1:]
@@ -50,15 +52,15 @@ def _exit_reason(code: int) -> str:
     return f"exit code {code}"
 
 
-def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device: str, gpus: tuple[int, ...],
-          overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = (),
+def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, settings: RunSettings,
+          gpus: tuple[int, ...], overrides: tuple[str, ...] = (), together: int = 1,
           environment: dict[str, str] | None = None) -> dict:
     """K training runs at once (the grid jobs of seeds 42, 43, ...: `ulvm sweep`'s command) into
     FOLDER/<job>, `together` of them in each `ulvm train` process (`--seeds`, one CUDA stream a run), the
-    processes pinned round-robin to `gpus`, with more `ulvm train` flags in `settings` (e.g. "--compile")
-    and more variables in their `environment`; their aggregate steady-state throughput."""
-    jobs = [Job(4, True, None, 42 + i, profile=profile, overrides=(*overrides, f"epochs={epochs}"))
-            for i in range(k)]
+    processes pinned round-robin to `gpus`, run with `settings`, with more variables in their `environment`;
+    their aggregate steady-state throughput."""
+    changes = {**parse_overrides(overrides), "epochs": epochs}
+    jobs = [Job.of(4, True, None, 42 + i, profile=profile, overrides=changes) for i in range(k)]
     groups = [jobs[i:i + together] for i in range(0, k, together)]
     folder.mkdir(parents=True, exist_ok=True)
     processes, logs = [], []
@@ -68,9 +70,9 @@ def run_k(k: int, data: Path, folder: Path, *, epochs: int, profile: str, device
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(gpus[i % len(gpus)])
         logs.append(open(folder / f"{group[0].name}.log", "w"))
-        flags = ("--no-test", "--overwrite", *settings)
-        command = (group[0].command(data, folder, device, flags) if len(group) == 1 else
-                   together_command(group, data, folder, device, flags))
+        flags = dict(test=False, overwrite=True)
+        command = (group[0].command(data, folder, settings, **flags) if len(group) == 1 else
+                   together_command(group, data, folder, settings, **flags))
         processes.append(subprocess.Popen(command, stdout=logs[-1], stderr=subprocess.STDOUT, env=env))
     codes = [process.wait() for process in processes]
     wall = time.perf_counter() - started
@@ -95,8 +97,8 @@ def _processes_per_gpu(k: int, together: int, gpus: tuple[int, ...]) -> int:
 
 
 def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), epochs: int = 3,
-                       profile: str = "paper", device: str = "cuda", gpus: tuple[int, ...] = (),
-                       overrides: tuple[str, ...] = (), together: int = 1, settings: tuple[str, ...] = (),
+                       profile: str = "paper", settings: RunSettings = RunSettings(device="cuda"),
+                       gpus: tuple[int, ...] = (), overrides: tuple[str, ...] = (), together: int = 1,
                        mps_percentage: int | None = None, progress=print, on_row=lambda rows: None) -> list[dict]:
     """One row per (MPS mode, K): aggregate images/s and epochs/min of K runs at once, `together` of them in
     each process, and the speed-up over K = 1 in that mode (or the reason a mode could not be measured);
@@ -122,8 +124,8 @@ def measure_throughput(data, runs: Path, *, ks=(1, 2, 4, 8, 16), mps=("off",), e
                 capped = bool(client) and mode == "on" and _processes_per_gpu(k, together, gpus) > 1
                 try:
                     row = {"mps": mode, **run_k(k, Path(data), Path(runs) / f"mps_{mode}" / f"k{k}", epochs=epochs,
-                                                profile=profile, device=device, gpus=gpus, overrides=overrides,
-                                                together=together, settings=settings,
+                                                profile=profile, settings=settings, gpus=gpus,
+                                                overrides=overrides, together=together,
                                                 environment=client if capped else None)}
                 except RunError as error:
                     rows.append({"mps": mode, "k": k, "failed": str(error)})
