@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def test_grid_expansion_models_and_overrides(tmp_path):
     ("name: g\ndata: d\ncross: [{bridge: maybe}]\n", "cross[0]: 'bridge' value 'maybe' is not true or false"),
     ("name: g\ndata: d\ncross: [{seed: 1}, {seed: [1, 2]}]\n", "job p4_b1_s1 appears twice"),
     ("name: g\ndata: d\ntest_on: x\n", "'test_on' must be a list"),
+    ("name: ../../x\ndata: d\n", "'name' '../../x' is not a plain name"),
+    ("name: g\ndata: d\nmodel: ../../../y\n", "'model' '../../../y' is not a plain name"),
+    ("name: g\ndata: d\ncross: [{model: [unet, a/b]}]\n", "cross[0]: 'model' 'a/b' is not a plain name"),
+    ("name: g\ndata: d\nset: {lr: -1}\n", "cross[0]: invalid config"),
 ])
 def test_grid_file_errors_name_the_file_and_the_problem(tmp_path, text, problem):
     path = tmp_path / "bad.yaml"
@@ -257,3 +262,57 @@ def test_sweep_resumes_a_killed_run_and_reports_a_failed_job(tmp_path, tiny, sub
     assert f"nope_s42: FAILED (exit code 2), see {failed_log}" in out
     assert "nope" in failed_log.read_text() and re.search(r"1 of 2 jobs failed, after \d:\d\d:\d\d: nope_s42", out)
     assert not (record / "test_prepared" / "nope_s42.json").exists()
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    (dict(runs_per_gpu=0), "runs per GPU must be at least 1, not 0"),
+    (dict(workers=0), "workers must be at least 1, not 0"),
+])
+def test_sweep_checks_its_arguments_itself(tmp_path, arguments, problem):
+    grid = parse_grid({"name": "g", "data": str(tmp_path)}, "g.yaml")
+    with pytest.raises(UlvmError, match=problem):
+        sweep(grid, tmp_path / "runs", tmp_path / "record", **arguments)
+
+
+def _processes_using(folder: Path) -> list[int]:
+    """Processes whose command line names `folder` (the sweep's `ulvm train` children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(folder) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_ctrl_c_stops_a_sweep_cleanly_and_sigkill_takes_its_runs_with_it(tmp_path, tiny, subprocess_env):
+    """Ctrl-C (SIGINT to the terminal's process group): one message, no worker traceback, no run left behind.
+    SIGKILL of the sweep: its `ulvm train` children do not live on (a re-run would share their folders)."""
+    pytest.importorskip("distributed")
+    import signal
+
+    data, _ = tiny
+    path = write_grid(tmp_path / "g.yaml", data, seed=[42, 43], set={**TINY, "epochs": 500})
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "ulvm", "sweep", str(path), "--runs", str(runs), "--record",
+               str(tmp_path / "record"), "--device", "cpu", "--threads", "1", "--workers", "2", "--allow-dirty"]
+    for stop in (signal.SIGINT, signal.SIGKILL):
+        sweep_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 240
+        while not (all((runs / name / "last.pt").is_file() for name in ("p4_b1_s42", "p4_b1_s43"))
+                   and len(_processes_using(runs)) >= 3):                 # the sweep and its two runs
+            assert sweep_process.poll() is None and time.monotonic() < deadline, sweep_process.communicate()
+            time.sleep(0.2)
+        os.killpg(sweep_process.pid, stop) if stop == signal.SIGINT else sweep_process.kill()
+        out, err = sweep_process.communicate(timeout=120)
+        if stop == signal.SIGINT:
+            assert sweep_process.returncode == 130, err
+            assert "Traceback" not in err and "Traceback" not in out, err
+            assert "tiny: interrupted; the running jobs were stopped" in out and "ulvm sweep: interrupted" in err
+        deadline = time.monotonic() + 30
+        while _processes_using(runs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _processes_using(runs), f"left running after {stop!r}"

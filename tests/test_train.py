@@ -103,7 +103,7 @@ def test_finished_run_is_not_redone_unless_asked(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("config,settings,message", [
-    (dict(model="fastnet"), CPU, "unknown model 'fastnet'; known models: unet, "),
+    (dict(model="fastnet"), CPU, "unknown model 'fastnet'; known models: ultralight, unet, "),
     ({}, RunSettings(device="cpu", backend="fast"), "unknown selective-scan backend 'fast'"),
 ])
 def test_unknown_model_or_backend_is_refused_before_the_run_folder(tiny_data, tmp_path, config, settings, message):

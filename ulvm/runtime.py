@@ -1,6 +1,8 @@
-"""Where code runs: device choice, seeding and a description of the machine for results files."""
+"""Where code runs: device choice, seeding, timers, and the provenance every record carries."""
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import platform
 import random
 import statistics
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import UlvmError
+from .version import code_version, utc_now
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -30,19 +33,50 @@ def seed_everything(seed: int) -> None:
 
 
 def describe_machine(device: torch.device | str = "cpu") -> dict:
-    """What ran it: recorded next to every number we report."""
+    """What ran it: the device, the software that computed, the CPU (and the GPU when it ran on one)."""
     device = torch.device(device)
     info = {
         "device": str(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count(),
         "cpu_threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     return info
+
+
+def gpu_names() -> list[str]:
+    """The name of every GPU torch sees ([] without CUDA)."""
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def package_versions(names) -> dict[str, str]:
+    """The installed version of each distribution named ("not installed" when it is not)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def provenance(device: torch.device | str = "cpu", packages=()) -> dict:
+    """Where a number comes from, as every record says it: the code (`code_version`: the commit, "-dirty"
+    for uncommitted changes), the machine and software (`describe_machine`), the time (UTC) and, when
+    `packages` are named, their versions. The one description of a machine that records and the book's
+    reproducibility page share."""
+    record = {"code_version": code_version(), "machine": describe_machine(device), "recorded_at": utc_now()}
+    if packages:
+        record["packages"] = package_versions(packages)
+    return record
 
 
 def time_ms(fn, device: torch.device | str = "cpu", repeats: int = 20, warmup: int = 2) -> float:
@@ -68,9 +102,8 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int = 20, warm
     alike: timed each in turn, a busy minute can fall on one path (`ulvm.deploy.export.cpu_benchmark`).
 
     At each visit fn() runs `settle` times untimed, then once timed: the thread pools of the path before
-    (torch's OpenMP, ONNX Runtime's, a compiled package's own) keep spinning for a while after it returns.
-    Measured on our 2-core box (NOTES.md, CPU row 32): eager PyTorch after another path took 50 ms with no
-    settling calls where it took 37 ms timed in turn, and 39 ms with two.
+    (torch's OpenMP, ONNX Runtime's, a compiled package's own) keep spinning for a while after it returns
+    and would slow the next path's first call.
     """
     for fn in fns.values():
         for _ in range(warmup):

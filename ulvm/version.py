@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import RunError
@@ -79,6 +80,11 @@ def write_stamp(stamp: Path = STAMP) -> dict:
     stamp_record = {"version": version, "source_hash": source_hash(stamp.parent)}
     atomic_write_json(stamp, stamp_record)
     return stamp_record
+
+
+def utc_now() -> str:
+    """The time a record is written, in UTC (ISO 8601, to the second)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def is_clean(version: str) -> bool:

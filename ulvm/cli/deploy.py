@@ -89,15 +89,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _write_predict_report(args: argparse.Namespace, report, masks: int, agreement: dict) -> None:
     from ..io import atomic_write_json
-    from ..runtime import describe_machine
-    from ..version import code_version
+    from ..runtime import provenance
 
     atomic_write_json(args.report, {
         "weights": str(args.weights), "package": report.package, "inputs": [str(i) for i in args.inputs],
         "truth": str(args.truth) if args.truth else None, "threshold": args.threshold, "device": report.device,
         "backend": args.backend, "batch_size": args.batch_size, "predicted": masks, "failed": report.failed,
         "unscored": report.unscored, "seconds": round(report.seconds, 3), "agreement": agreement,
-        "code_version": code_version(), "machine": describe_machine(report.device)})
+        **provenance(report.device)})
     print(f"written {args.report}")
 
 
@@ -130,8 +129,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.evaluate:
         from ..data.tensors import load_data
         from ..io import atomic_write_json
-        from ..runtime import describe_machine
-        from ..version import code_version
+        from ..runtime import provenance
 
         metrics = {kind: export.deployed_pooled_metrics(file, args.evaluate) for kind, file in files.items()}
         for kind, values in metrics.items():
@@ -144,5 +142,5 @@ def _export(args: argparse.Namespace) -> int:
                 "weights": str(args.weights), "size": args.size, "format": path.suffix[1:], "metrics": metrics,
                 "data": {"name": Path(data.root).name, "content_hash": data.content_hash,
                          "n_images": int(len(data.indices("test")))},
-                "parity_max_rel_error": error, "code_version": code_version(), "machine": describe_machine("cpu")})
+                "parity_max_rel_error": error, **provenance("cpu")})
     return 0

@@ -115,16 +115,13 @@ def run_throughput(args: argparse.Namespace) -> int:
 
 def _throughput_header(args: argparse.Namespace) -> dict:
     """What a throughput record says besides its rows: the settings, the machine and the code."""
-    import os
     import subprocess
 
-    from ..runtime import describe_machine
-    from ..version import code_version
+    from ..runtime import provenance
 
     gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if args.device != "cpu" else None
     return {"epochs": args.epochs, "profile": args.profile, "overrides": args.overrides, "compile": args.compile,
             "eval_batch_size": args.eval_batch_size, "mps_percentage": args.mps_percentage,
             "data": str(args.data), "gpus": args.gpus,
             "gpu": gpu.stdout.strip() if gpu and gpu.returncode == 0 else None,
-            "machine": {**describe_machine(args.device), "cpu_cores": os.cpu_count()},
-            "code_version": code_version()}
+            **provenance(args.device)}

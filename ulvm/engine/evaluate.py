@@ -31,8 +31,7 @@ from ..data.tensors import load_data, split_tensors
 from ..errors import RunError
 from ..io import atomic_directory, atomic_write_bytes, atomic_write_json
 from ..metrics import COUNT_NAMES, GT_THRESHOLD, bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
-from ..runtime import describe_machine, resolve_device
-from ..version import code_version
+from ..runtime import provenance, resolve_device
 from .checkpoint import model_from_checkpoint, read_run_checkpoint
 from .inference import overlay, predict_batches
 from .runs import RunFolder
@@ -98,8 +97,7 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
         "data": {"root": str(prepared.root), "manifest_hash": prepared.manifest_hash,
                  "content_hash": prepared.content_hash},
         "config": config.to_dict(),
-        "code_version": code_version(),
-        "machine": describe_machine(device),
+        **provenance(device),
         **run_info,
     }
     if bootstrap:

@@ -41,10 +41,9 @@ from ..engine.optim import build_optimizer
 from ..engine.train import train_step
 from ..model import PVMLayer, UltraLightVMUNet
 from ..registry import build_model, known
-from ..runtime import describe_machine, resolve_device, time_ms
+from ..runtime import provenance, resolve_device, time_ms
 from ..ssm import REGISTRY, Mamba
 from ..ssm.cuda_kernels import has_causal_conv1d
-from ..version import code_version
 
 MAX_REL_ERROR = 1e-4     # fp32 tolerance of the benchmark (issue 6)
 
@@ -172,7 +171,7 @@ def run_benchmark(device: str = "auto", size: int = 256, repeats: int = 20, seed
             fastest[key] = best["path"]
             for row in timed:
                 row[key.replace("_ms", "_speedup")] = best[key] / row[key]
-    return {"machine": describe_machine(device), "code_version": code_version(), "size": size, "repeats": repeats,
+    return {**provenance(device), "size": size, "repeats": repeats,
             "fastest_baseline": fastest,
             "max_rel_error": MAX_REL_ERROR, "rows": rows, "failed": failed}
 
@@ -236,5 +235,4 @@ def compare_models(device: str = "auto", names=None, size: int = 256, repeats: i
         for key in ("infer_b1_ms", "infer_b8_ms", "train_b8_ms"):
             if key in row and key in ours:
                 row[key.replace("_ms", "_vs_ultralight")] = row[key] / ours[key]
-    return {"machine": describe_machine(device), "code_version": code_version(), "size": size,
-            "repeats": repeats, "graph": graph, "rows": rows}
+    return {**provenance(device), "size": size, "repeats": repeats, "graph": graph, "rows": rows}

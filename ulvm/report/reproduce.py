@@ -28,11 +28,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import UlvmError
 from ..io import atomic_write_bytes
+from ..version import utc_now
 from .book import project_root, resolve
 
 # The parameters each book profile injects into the notebooks (not `ulvm.config.PROFILES`, which are
@@ -210,33 +210,18 @@ def timing_table(results: list[NotebookResult], profile: str) -> str:
 # ---- the reproducibility page: what ran, where, and how the recorded results were made ----------------
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+BOOK_PACKAGES = ("ulvm", "torch", "numpy", "scipy", "pandas", "matplotlib", "pillow", "papermill", "jupyter-book")
 
 
 def environment() -> dict:
-    """Python, the key packages' versions, the CPU and the GPU (if torch sees one) of this machine."""
-    import importlib.metadata
-    import platform
+    """Python, the key packages' versions, the CPU and the GPU(s) of this machine, from `provenance`."""
+    from ..runtime import gpu_names, provenance
 
-    packages = {}
-    for name in ("ulvm", "torch", "numpy", "scipy", "pandas", "matplotlib", "pillow", "papermill",
-                 "jupyter-book"):
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            packages[name] = "not installed"
-    gpu = "none"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    except ImportError:
-        pass
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "gpu": gpu, "packages": packages}
+    record = provenance("cpu", packages=BOOK_PACKAGES)
+    machine = record["machine"]
+    return {"python": machine["python"], "platform": machine["platform"], "cpu": machine["cpu"],
+            "cpu_count": machine["cpu_cores"], "gpu": ", ".join(gpu_names()) or "none",
+            "packages": record["packages"]}
 
 
 def record_execution(path: Path, results: list[NotebookResult], profile: str, parameters: dict) -> dict:
