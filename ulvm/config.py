@@ -220,7 +220,7 @@ PAPER = Config()
 # Small enough that the whole book (several quick models for the ablations included) runs in minutes on
 # two CPU cores, large enough that the loss visibly falls and the DSC is far from chance:
 # 64x64 inputs (the prepared 256x256 images are resized once on load), 6 epochs, at most 64 train and
-# val images, one cosine half-period: ~1.5 s per epoch on one CPU thread.
+# val images, one cosine half-period.
 QUICK = PAPER.replace(profile_name="quick", input_size=64, epochs=6, max_images=64, t_max=6)
 
 PROFILES: dict[str, Config] = {"paper": PAPER, "quick": QUICK}

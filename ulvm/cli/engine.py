@@ -21,7 +21,7 @@ _FIELD_FLAGS = {
     "max_images": dict(type=int, help="use at most this many train and val images"),
 }
 _PROFILE_HELP = ("named config: 'paper' (the default) = the paper's protocol, 256², 250 epochs on every "
-                 "image (a GPU job: about 6 minutes on an H200, days on a CPU); 'quick' = 64², 6 epochs, at "
+                 "image (a GPU job: minutes on a recent GPU, days on a CPU); 'quick' = 64², 6 epochs, at "
                  "most 64 train and val images (a minute or two on a CPU)")
 _THREADS_HELP = ("CPU threads for torch (default: torch's choice). On a shared small machine use 1: "
                  "this tiny model gains little from threads and slows badly when a core is busy")
@@ -93,8 +93,8 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                        help="train eagerly on CUDA instead of replaying each step as a CUDA graph")
     group.add_argument("--eval-batch-size", type=int, default=8, help="validation/test batch (default 8)")
     group.add_argument("--compile", action="store_true",
-                       help="on CUDA: torch.compile the model of the graphed training step (~25%% less GPU time "
-                            "a step; compiling adds about a minute to the first epoch)")
+                       help="on CUDA: torch.compile the model of the graphed training step (less GPU time a "
+                            "step; compiling adds about a minute to the first epoch)")
     group.add_argument("--threads", type=int, help=_THREADS_HELP)
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 from ..config import RunSettings
 
 MPS_PERCENTAGE_HELP = ("under the CUDA MPS daemon, each run's share of its GPU's SMs in %% "
-                       "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE; default: all), for many runs at once: with 14 compiled "
-                       "runs on an H200, 10 took 2.6 s an epoch instead of 3.4; a lone run at 10%% takes about "
-                       "twice as long")
+                       "(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE; default: all), for many runs that share a GPU; a "
+                       "lone run under a cap only loses SMs")
 
 
 def register(sub) -> None:

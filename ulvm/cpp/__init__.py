@@ -84,8 +84,8 @@ class DirectConv2d(nn.Conv2d):
         return torch.ops.ulvm.conv2d_direct(x, self.weight, self.bias, self.padding, self.dilation)
 
 
-# oneDNN computes output channels in blocks of 8 floats (AVX2): with fewer, the direct loop was faster at every
-# such layer of the model; with 8 or more, no faster at any (NOTES.md row 29)
+# oneDNN computes output channels in blocks of 8 floats (AVX2): with fewer, the direct loop is faster at every
+# such layer of the model; with 8 or more, at none (book/results/bench/NOTES.md)
 FEW_OUTPUTS = 8
 
 

@@ -15,7 +15,7 @@ for every output pixel, which input pixel it comes from (rotation inverse-mapped
 nearest pixel as SciPy does, then the rot90/flip index map) and gathers: one gather per batch. Drawn
 from a torch generator on the GPU, the parameters stay there and the cosines come from a table on the
 device, so augmenting a batch never waits for the GPU: the host can queue the next training step while
-the GPU still runs this one (NOTES row 44).
+the GPU still runs this one.
 The book shows the family in `notebooks/04_data.ipynb`.
 """
 from __future__ import annotations

@@ -4,8 +4,7 @@
 torch generator. Augmentation (`Config.augment`): "batch"/"none" cut batches from the split held in memory
 (`ulvm.data.tensors.split_tensors`) and augment them on the device with `augment_batch` (its own torch
 generator); "paper" takes items of `SegmentationDataset` (per-image normalisation and the official
-NumPy/SciPy augmentation, with the dataset's NumPy generator); "auto" = batch on CUDA, paper on CPU (on CPU
-the paper path costs ~7 ms per 256² image). `generators()` hands every stream to the checkpoint, so a
+NumPy/SciPy augmentation, with the dataset's NumPy generator); "auto" = batch on CUDA, paper on CPU. `generators()` hands every stream to the checkpoint, so a
 resumed run continues them exactly.
 """
 from __future__ import annotations

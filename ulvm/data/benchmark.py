@@ -1,6 +1,6 @@
 """Data-path speed, printed (never asserted): `python -m ulvm.data.benchmark [--ph2 PATH] [--device D]`.
 
-1. preparing the 200 PH2 images at 256x256 (issue target: <= 20 s on 2 cores), when the folder is given;
+1. preparing the 200 PH2 images at 256x256, when the folder is given;
 2. one epoch of 1250 training images at batch 8 with augmentation, three ways: the paper's per-image
    NumPy/SciPy loader in the main process and with one worker (as the paper), and the batch path
    (the split held as tensors by `ulvm.data.tensors.split_tensors`, `augment_batch` per batch, as `ulvm.engine.train`

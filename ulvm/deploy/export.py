@@ -137,11 +137,10 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
         ranges calibrated on `calibration_images` ((N, 3, H, W) 0..255 floats: use real training images;
         None: 8 random images, fine to check the mechanics, not for accuracy);
     method "dynamic": int8 weights of MatMul/Gemm only, activations quantised on the fly per call.
-    Which one to use is measured by `cpu_benchmark` (rows "onnxruntime int8 static/dynamic"). On our 2-core
-    CPU neither beat fp32 (one run: fp32 31, static 33, dynamic 36 ms; before the scan took one tensor per step
-    36 / 56 / 50): the network's work is elementwise (the unrolled scan, norms, activations), its matmuls and
-    convs are tiny, so the added (de)quantisation costs more than int8 arithmetic saves. Deploy fp32 unless a
-    measurement on the target says otherwise.
+    Which one to use is measured by `cpu_benchmark` (rows "onnxruntime int8 static/dynamic"; our timings are
+    in book/results/bench/NOTES.md). On our CPU neither beat fp32: the network's work is elementwise (the
+    unrolled scan, norms, activations), its matmuls and convs are tiny, so the added (de)quantisation costs
+    more than int8 arithmetic saves. Deploy fp32 unless a measurement on the target says otherwise.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -195,10 +194,9 @@ def amplify_mamba_(model: torch.nn.Module, factor: float = 300.0) -> torch.nn.Mo
 
 
 # Inductor's options for CPU inference (`compile_for_cpu`). "cpp_wrapper": the compiled graph is driven by
-# generated C++ instead of a generated Python function, so its ~100 kernel and library calls and the tensor
-# views between them cost no Python each (profiled, the default spent ~4 of 23 ms a call in that Python). Measured
-# in one process (2 threads, 80 interleaved calls, median vs eager "parallel"): 0.296 with it, 0.329 without.
-# Freezing (weights folded in as constants, prepacked oneDNN convolutions) did not help: 0.314 with both.
+# generated C++ instead of a generated Python function, so its many kernel and library calls and the tensor
+# views between them cost no Python each. Freezing (weights folded in as constants, prepacked oneDNN
+# convolutions) did not help (the measurements are in book/results/bench/NOTES.md).
 CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True}
 
 
@@ -235,7 +233,7 @@ def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor, backend: str 
     is compiled with the rest. Compiling takes ~1 minute on 2 cores with "cpp", ~3 with "chunked" (Inductor
     caches its work on disk, so a second process compiles faster); an input of another shape compiles again.
     """
-    # fullgraph: a graph break (one made the compiled model ~50% slower, NOTES.md row 19) is an error, not a slow path
+    # fullgraph: a graph break (it makes the compiled model much slower) is an error, not a slow path
     compiled = torch.compile(_cpu_copy(model, backend), dynamic=False, fullgraph=True, options=CPU_INDUCTOR_OPTIONS)
     with torch.no_grad():
         compiled(example.cpu().float())
@@ -244,9 +242,8 @@ def compile_for_cpu(model: torch.nn.Module, example: torch.Tensor, backend: str 
 
 PT2_FORMAT = "ulvm-pt2/1"      # the metadata `export_pt2` writes and `load_pt2` checks
 # AOTInductor's options for the package: max-autotune times Inductor's own C++ matrix-product templates
-# against the library call for each of the model's Linear layers and keeps the faster one. Measured in one
-# process (NOTES.md row 34; 2 threads, 30 interleaved rounds, twice): 5.82 ms a 256² image against 7.21-7.26
-# without it; compiling takes ~160 s instead of ~65.
+# against the library call for each of the model's Linear layers and keeps the faster one: a faster package
+# for a longer compilation (book/results/bench/NOTES.md).
 PT2_INDUCTOR_OPTIONS = {"max_autotune": True}
 
 
@@ -254,14 +251,13 @@ def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256,
     """Write the model of `compile_for_cpu` compiled ahead of time by AOTInductor (torch.export, then
     Inductor's C++ for the whole graph) as a .pt2 package for one CPU float32 image (1, 3, size, size);
     returns the path (written atomically). Loaded with `load_pt2`, each call runs the compiled code with no
-    Dynamo guards and no Python graph call: the fastest batch-1 CPU path we measured (NOTES.md row 23). A
-    batch of B images goes through it one image at a time: compiled for any batch instead, the package was
-    20-25% slower at batch 1 (row 33), and on a CPU a batch gains little. It is exported channels-last, with
+    Dynamo guards and no Python graph call: the fastest batch-1 CPU path we measured. A batch of B images
+    goes through it one image at a time: compiled for any batch instead, the package was slower at batch 1,
+    and on a CPU a batch gains little (book/results/bench/NOTES.md). It is exported channels-last, with
     the model's group norms on our C++ operator where "cpp" builds (`ulvm.cpp.direct_group_norms_`): Inductor
     runs the convolutions channels-last anyway, and its own code for a 2-channel group of channels-last maps is
-    slow; the operator keeps the layout it is given. 4.4 ms a 256² image against 5.5 without it (row 40;
-    channels-last alone changed nothing). The package holds the input size, the batch, the input's memory
-    format, the scan and the torch version in its metadata.
+    slow; the operator keeps the layout it is given (channels-last alone changed nothing). The package holds
+    the input size, the batch, the input's memory format, the scan and the torch version in its metadata.
 
     A package runs where it was built: same torch, same CPU instruction set (metadata AOTI_CPU_ISA). With
     the "cpp" scan it calls our C++ operators (`ulvm.cpp`), which `load_pt2` loads (building them if needed)

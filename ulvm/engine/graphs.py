@@ -1,8 +1,8 @@
-"""CUDA graphs: record a step's ~1,000 tiny kernel launches once, replay them with one launch.
+"""CUDA graphs: record a step's many tiny kernel launches once, replay them with one launch.
 
-A 49k-parameter model is launch-bound on a GPU: a batch-8 training step is ~1,000 kernels (with the fused
-Triton scan; ~3,500 with the pure-PyTorch scan), each doing less work than its launch costs. Replaying a
-recorded graph removes the Python and launch overhead (issue "GPU speed"; `book/results/bench/NOTES.md`).
+A 49k-parameter model is launch-bound on a GPU: a batch-8 training step is on the order of a thousand
+kernels, each doing less work than its launch costs. Replaying a recorded graph removes the Python and
+launch overhead (the measurements are in `book/results/bench/NOTES.md`).
 Used by `ulvm bench` and by `ulvm.engine.train.fit` (`RunSettings.cuda_graph`); `graphable` says whether a run
 may use one.
 
@@ -42,7 +42,7 @@ def capture_cuda_graph(step, warmup: int = 3):
     # Several graphs in one process (`ulvm.engine.train.fit_together`: one per run) must not share memory. cuBLAS
     # keeps one workspace per stream and a graph bakes its address in, so graphs recorded on torch's shared
     # capture stream share one (pytorch/pytorch#193402: a replay then faults with "an illegal memory
-    # access", as 8 runs in one process did on an H200 before this). So each graph is recorded on its own
+    # access" when several runs train in one process). So each graph is recorded on its own
     # stream, and the cached workspaces are dropped around the capture, as torch's cudagraph trees do: the
     # one the graph needs is then allocated in the graph's own memory pool and lives as long as the graph.
     torch._C._cuda_clearCublasWorkspaces()

@@ -14,9 +14,9 @@ checkpoint, log), and `fit_together`, which takes turns between several runs in 
 How it is made fast: the split is held in memory as tensors (on the GPU when training there), the loss
 is summed on the device and read once per epoch, and on CUDA (`RunSettings.cuda_graph`) the full-batch
 step is recorded once as a CUDA graph (`ulvm.engine.graphs.GraphedTrainStep`) and replayed: the same maths, one
-launch instead of ~1,000; the last short batch of an epoch (the official loader keeps it) runs eagerly.
+launch instead of many; the last short batch of an epoch (the official loader keeps it) runs eagerly.
 With `RunSettings.compile` the full-batch step's model first goes through torch.compile (fewer, fused
-kernels in the graph: ~20% less time an epoch on an H200).
+kernels in the graph).
 
 Resume: `last.pt` holds model, optimizer, scheduler, every RNG state, epoch and history; a run folder
 with a `last.pt` is resumed automatically and, on CPU, ends bit-identical to an uninterrupted run
@@ -71,8 +71,7 @@ def train_step(model, optimizer, images: torch.Tensor, masks: torch.Tensor, weig
     """Forward, BCE + Dice, backward, AdamW step. Returns the loss as a detached device tensor.
 
     The gradients are set to None first, so backward writes them rather than adding to zeroed ones: in a
-    CUDA graph that saves a fill and an add kernel a parameter, and more: 2,157 → 1,641 kernels a compiled
-    step on an H200 (`book/results/bench/NOTES.md`, row 36).
+    CUDA graph that saves a fill and an add kernel a parameter, and more.
     `keep_grad_tensors`: zero them in place instead, for an eager step beside a graph: the graph's `.grad`
     tensors were allocated while it was recorded, and its replays write and read exactly those.
     """
@@ -119,8 +118,8 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
     optimiser, and the state to resume from."""
     device = resolve_device(settings.device)
     if device.type == "cuda":
-        # cuDNN's default backward for the bridge's 7x7 dilated 2->1 conv costs ~40% of a step on an H100;
-        # timing the algorithms once per shape picks one ~20x faster (measured in `ulvm bench`).
+        # cuDNN's default backward for the bridge's 7x7 dilated 2->1 conv is a slow one; timing the
+        # algorithms once per shape picks a much faster one (measured in `ulvm bench`).
         torch.backends.cudnn.benchmark = True
     prepared = load_data(data)
     train_images, train_masks, _ = split_tensors(prepared, "train", config, device, config.max_images)

@@ -45,7 +45,7 @@ from ..runtime import provenance, resolve_device, time_ms
 from ..ssm import REGISTRY, Mamba
 from ..ssm.cuda_kernels import has_causal_conv1d
 
-MAX_REL_ERROR = 1e-4     # fp32 tolerance of the benchmark (issue 6)
+MAX_REL_ERROR = 1e-4     # fp32 tolerance of the benchmark: a path further from fp64 than this is not counted
 
 
 @dataclass
@@ -125,7 +125,7 @@ def run_benchmark(device: str = "auto", size: int = 256, repeats: int = 20, seed
                   paths: list[str] | None = None, progress=print) -> dict:
     device = resolve_device(device)
     # Let cuDNN time its algorithms once per shape (for every path alike): its default choice for the
-    # backward of the bridge's 7x7 dilated 2->1 conv takes ~1 ms a call, 40% of a training step.
+    # backward of the bridge's 7x7 dilated 2->1 conv is a slow one, a large share of a training step.
     torch.backends.cudnn.benchmark = True
     # fp32 means fp32 for every path: no TF32 tensor cores in cuDNN either (PyTorch allows them there by
     # default; after torch.compile moved convs to channels-last they cost 1e-3 relative error).

@@ -48,7 +48,7 @@ Why not Mamba-2's SSD form ("segment sums"): it replaces the T steps of a chunk 
 exp(S_t - S_s) of cumulative log decays S (masked to -inf above the diagonal before the exponential, so
 nothing overflows), which Mamba-2 shares across the state and head dims and turns into matmuls. Mamba-1's A
 has one value per channel AND state, so here it is a (T, T, N) tensor per channel and chunk, T times the
-work and the bytes of the recurrence: measured 5-20x slower in ONNX Runtime on the L = 1024 layer.
+work and the bytes of the recurrence: much slower in ONNX Runtime on the L = 1024 layer, as measured.
 (Factoring exp(S_t - S_s) = exp(S_t) exp(-S_s) into a cumulative sum is no way out: exp(-S_s) overflows fp32
 as soon as a chunk decays by e^88, within a few steps with Δ A ~ -11.)
 """

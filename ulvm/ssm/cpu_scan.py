@@ -1,7 +1,7 @@
 """Backend "cpp": the selective scan as one fused C++ loop, for inference on a CPU (`ulvm/cpp/selective_scan.cpp`).
 
-The fastest CPU scan we have: ~2 ms for the six scans of a 256² image on 2 cores, against ~25 ms eager
-for "parallel" or "chunked" and ~7 ms for "chunked" under torch.compile (`book/results/bench/NOTES.md`).
+The fastest CPU scan we have, well ahead of "parallel" or "chunked", eager or under torch.compile (the
+timings are in `book/results/bench/NOTES.md`): one loop over the sequence that keeps the state in registers.
 It is a real PyTorch operator, `torch.ops.ulvm.selective_scan`, so torch.compile keeps it as one call in
 its compiled graph (`ulvm.deploy.export.compile_for_cpu`).
 

@@ -3,12 +3,12 @@
 Several processes on one GPU are time-sliced unless the CUDA Multi-Process Service runs
 (`nvidia-cuda-mps-control -d`, usually as root): then the kernels of all of them run at the same time.
 By default each client may fill every SM with one kernel. `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`, read by
-each client when it creates its CUDA context, caps the SMs one process's kernels may occupy: with 14
-compiled runs on an H200, at 10% they took 2.60 s an epoch instead of 3.40 (NOTES row 45). Our reading,
-not measured kernel by kernel: a training step of this 49k-parameter model is ~1,600 small kernels (NOTES
-row 36), and uncapped, each run's few large ones (cuDNN's weight gradients, the norms, the scan's
-backward) spread over the whole GPU while the other runs' small kernels wait for SMs. A cap is for runs
-that share a GPU: a lone run at 10% took 2.52 s an epoch, about twice its uncapped time (NOTES row 48).
+each client when it creates its CUDA context, caps the SMs one process's kernels may occupy. Why a cap
+can help many runs that share a GPU (our reading, not measured kernel by kernel): a training step of this
+49k-parameter model is many small kernels, and uncapped, each run's few large ones (cuDNN's weight
+gradients, the norms, the scan's backward) spread over the whole GPU while the other runs' small kernels
+wait for SMs. A cap is for runs that share a GPU: a lone run under a cap only loses SMs. The measured
+effects are in `book/results/bench/NOTES.md`.
 Without the daemon the variable does nothing (it is read only by MPS clients).
 """
 from __future__ import annotations

@@ -15,9 +15,9 @@ Several processes share a GPU by time-slicing unless the CUDA MPS daemon runs (`
 -d`, usually as root): then their kernels run concurrently. With `mps=("off", "on")` the measurement is
 taken without and with it; the daemon is started and stopped here, and when it cannot be (no binary, not
 permitted) the "on" rows say why instead of numbers. `mps_percentage` caps each run's share of the GPU
-under the daemon (`ulvm.sweeps.mps`) where processes share a GPU: a lone run shares it with nothing, and under a
-10% cap it took twice as long an epoch on an H200 (NOTES row 48), so K = 1, the usual reference of the
-speed-ups, runs uncapped and the speed-up stays over a run as it trains alone.
+under the daemon (`ulvm.sweeps.mps`) where processes share a GPU: a lone run shares it with nothing, and a
+cap would only slow it, so K = 1, the usual reference of the speed-ups, runs uncapped and the speed-up
+stays over a run as it trains alone.
 
     ulvm throughput --data data/prepared/isic2017 --ks 1 2 4 8 16 --mps off on --out book/results/bench/throughput.json
 """
