@@ -1,5 +1,5 @@
 """Equivalence with mamba-ssm's CUDA kernels. Runs only where CUDA and mamba-ssm are present (the GPU
-machine; see README "On a GPU"); skipped cleanly elsewhere."""
+machine; see "On a GPU" in book/how_to_run.md); skipped cleanly elsewhere."""
 import pytest
 import torch
 
