@@ -206,6 +206,8 @@ class RunSettings:
     compile: bool = False            # on CUDA, the training step's model through torch.compile before its graph
                                      # is recorded (Inductor fuses the norms, activations and copies around the
                                      # scan: ~25% less GPU time a step, ulvm.report.bench); TF32 stays off in cuDNN
+    deterministic: bool = False      # the same seed on the same GPU model and software gives bit-identical weights:
+                                     # deterministic kernels only (ulvm.runtime.use_deterministic), slower
 
     def __post_init__(self) -> None:       # the backend name is checked by ulvm.ssm.backends, where they live
         if self.eval_batch_size < 1:

@@ -96,6 +96,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                        help="on CUDA: torch.compile the model of the graphed training step (~25%% less GPU time "
                             "a step; compiling adds about a minute to the first epoch)")
     group.add_argument("--threads", type=int, help=_THREADS_HELP)
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic kernels only: the same seed on the same GPU model and software gives "
+                            "bit-identical weights (cuDNN autotuning off, no atomic adds; slower on CUDA)")
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
@@ -104,7 +107,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         import torch
         torch.set_num_threads(args.threads)
     return RunSettings(device=args.device, backend=args.backend, cuda_graph=args.cuda_graph,
-                       eval_batch_size=args.eval_batch_size, compile=args.compile)
+                       eval_batch_size=args.eval_batch_size, compile=args.compile,
+                       deterministic=args.deterministic)
 
 
 def config_from_args(args: argparse.Namespace):

@@ -39,6 +39,8 @@ def register(sub) -> None:
     sweep.add_argument("--eval-batch-size", type=int, metavar="B",
                        help="--eval-batch-size of every run (validation/test batch; larger: fewer launches)")
     sweep.add_argument("--mps-percentage", type=int, metavar="P", help=MPS_PERCENTAGE_HELP)
+    sweep.add_argument("--deterministic", action="store_true",
+                       help="--deterministic of every run (bit-identical runs on the same GPU and software, slower)")
     sweep.add_argument("--allow-dirty", action="store_true",
                        help="record runs of a tree with uncommitted changes (the records say so)")
     sweep.set_defaults(func=run_sweep)
@@ -77,6 +79,8 @@ def run_flags(args: argparse.Namespace) -> tuple[str, ...]:
         flags += ("--threads", str(args.threads))
     if args.compile:
         flags += ("--compile",)
+    if getattr(args, "deterministic", False):
+        flags += ("--deterministic",)
     if args.eval_batch_size is not None:
         from ..config import RunSettings
         RunSettings(eval_batch_size=args.eval_batch_size)        # its check, here before any run starts

@@ -55,7 +55,7 @@ from ..data.tensors import load_data, split_tensors
 from ..errors import RunError
 from ..progress import progress_bar
 from ..registry import build_model
-from ..runtime import resolve_device, seed_everything
+from ..runtime import resolve_device, seed_everything, use_deterministic
 from .checkpoint import restore_rng_states, rng_states, save_checkpoint
 from .graphs import GraphedTrainStep, graphable, set_capturable
 from .inference import validate
@@ -116,7 +116,9 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
     """Data first (a split it cannot train on is refused before the run folder is touched), then the run
     folder, model, optimiser, and the state to resume from."""
     device = resolve_device(settings.device)
-    if device.type == "cuda":
+    if settings.deterministic:
+        use_deterministic()
+    elif device.type == "cuda":
         # cuDNN's default backward for the bridge's 7x7 dilated 2->1 conv costs ~40% of a step on an H100;
         # timing the algorithms once per shape picks one ~20x faster (measured in `ulvm bench`).
         torch.backends.cudnn.benchmark = True
