@@ -89,3 +89,20 @@ def test_training_ends_at_the_first_test_command_logged_in_this_call(tmp_path):
     since = time.mktime(time.strptime("2026-01-01 11:00:00", "%Y-%m-%d %H:%M:%S"))
     assert training_ended(log, since) - since == 330
     assert training_ended(log, since + 3600) is None and training_ended(tmp_path / "none.log", since) is None
+
+
+def test_a_paper_chapter_reads_the_sweeps_run_and_never_trains_one(tmp_path):
+    from helpers import CPU
+    from ulvm.config import Config
+    from ulvm.engine.train import fit
+    from ulvm.errors import UlvmError
+    from ulvm.report.book import book_run
+
+    data = write_tiny_prepared(tmp_path / "tiny")
+    config = Config.profile("paper", epochs=1, input_size=32, batch_size=4)
+    with pytest.raises(UlvmError, match=r"p4_b1_s42: no run of this chapter's config finished there; train the grid"):
+        book_run(config, data, tmp_path / "runs", CPU)
+    assert not (tmp_path / "runs").exists()
+    trained = fit(config, data, tmp_path / "runs" / "isic2017" / "p4_b1_s42", settings=CPU, progress=False)
+    found = book_run(config, data, tmp_path / "runs", CPU)
+    assert found.run_dir == trained.run_dir and found.history == trained.history

@@ -171,7 +171,24 @@ def training_ended(log: Path, since: float) -> float | None:
 
 
 def run_grids(grids: list, request: PaperRun, device: str, runs: Path, results: Path, stream: TextIO) -> dict:
-    """Every grid through the sweep; the seconds of training and of testing, and each grid's job states."""
+    """Every grid through the sweep, under the CUDA MPS daemon when runs share a GPU (started here when it can
+    be and not running yet, and then stopped here); the seconds of training and of testing, each grid's job
+    states, and whether MPS ran (or why not)."""
+    from ..sweeps.mps import start_mps, stop_mps
+
+    why_not = start_mps() if device == "cuda" and request.runs_per_gpu > 1 else "one run per GPU"
+    if why_not and why_not != "one run per GPU":
+        print(f"CUDA MPS not started here ({why_not}): runs sharing a GPU are time-sliced unless it already runs",
+              file=stream, flush=True)
+    try:
+        outcome = _sweep_grids(grids, request, device, runs, results, stream)
+    finally:
+        if not why_not:
+            stop_mps()
+    return {**outcome, "mps": "started" if not why_not else why_not}
+
+
+def _sweep_grids(grids: list, request: PaperRun, device: str, runs: Path, results: Path, stream: TextIO) -> dict:
     from ..sweeps.sweep import sweep
 
     seconds = {"train": 0.0, "test": 0.0}
@@ -287,7 +304,7 @@ def reproduce_paper(request: PaperRun, root: Path | None = None, stream: TextIO 
         "settings": {"scope": request.scope, "ph2_cv": request.ph2_cv, "runs_per_gpu": request.runs_per_gpu,
                      "mps_percentage": request.mps_percentage, "compile": request.compile,
                      "eval_batch_size": request.eval_batch_size, "deterministic": request.deterministic},
-        "results": str(results), "runs": str(runs)}, phases)
+        "mps": outcome["mps"], "results": str(results), "runs": str(runs)}, phases)
     failed = [f"{grid}/{job}" for grid, entry in outcome["grids"].items() for job in entry["failures"]]
     if failed:
         raise UlvmError(f"{len(failed)} run(s) failed ({', '.join(failed)}; their logs are under {runs}); run the "
