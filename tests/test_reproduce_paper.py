@@ -106,3 +106,26 @@ def test_a_paper_chapter_reads_the_sweeps_run_and_never_trains_one(tmp_path):
     trained = fit(config, data, tmp_path / "runs" / "isic2017" / "p4_b1_s42", settings=CPU, progress=False)
     found = book_run(config, data, tmp_path / "runs", CPU)
     assert found.run_dir == trained.run_dir and found.history == trained.history
+
+
+def test_only_book_merges_its_phases_into_the_record_of_the_training_machine(tiny_paper, monkeypatch):
+    import ulvm.report.reproduce_paper as reproduce_paper
+
+    argv, tmp = tiny_paper
+    results = tmp / "results"
+    (results / "reproduce").mkdir(parents=True)
+    (results / "reproduce" / "reproduce_nvidia_h100.json").write_text(json.dumps(
+        {"gpu": "NVIDIA H100", "phases_s": {"prepare": 30.0, "train": 600.0, "test": 40.0}, "total_s": 670.0}))
+    asked = {}
+
+    def notebooks_and_book(request, root, results_dir, runs):
+        asked.update(results=results_dir, runs=runs)
+        return {"notebooks": 100.0, "book": 20.0}
+
+    monkeypatch.setattr(reproduce_paper, "notebooks_and_book", notebooks_and_book)
+    book_only = [arg for arg in argv if arg not in ("--no-book", "--allow-cpu")]
+    assert main([*book_only, "--results", str(results), "--only-book"]) == 0
+    record = json.loads((results / "reproduce" / "reproduce_nvidia_h100.json").read_text())
+    assert record["phases_s"] == {"prepare": 30.0, "train": 600.0, "test": 40.0, "notebooks": 100.0, "book": 20.0}
+    assert record["total_s"] == 790.0 and record["gpu"] == "NVIDIA H100" and record["book_code_version"]
+    assert asked == {"results": results.resolve(), "runs": tmp / "runs"}

@@ -286,10 +286,11 @@ def reproduce_paper(request: PaperRun, root: Path | None = None, stream: TextIO 
     say = lambda text: print(text, file=stream, flush=True)
     results, runs = results_folder(request.results, root), resolve(request.runs, root)
     version = code_version()
-    if request.only_book:
+    if request.only_book:                   # the notebooks read the prepared data too: prepare it here if missing
+        prepared_here = prepare_missing(load_grids(request, root), request, say)
         path = latest_record(results) or record_path(results, "book_only")
         phases = notebooks_and_book(request, root, results, runs)
-        return merge_record(path, {"book_code_version": version}, phases)
+        return merge_record(path, {"book_code_version": version, "book_prepare_s": round(prepared_here, 1)}, phases)
     require_clean(version, request.allow_dirty, "ulvm reproduce --profile paper")
     grids = load_grids(request, root)
     device = require_gpu(request, sum(len(grid.jobs) for grid in grids))
