@@ -23,6 +23,7 @@ machine, against the same results folder (`only_book=True`): their phases are me
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -211,9 +212,17 @@ def _sweep_grids(grids: list, request: PaperRun, device: str, runs: Path, result
 
 
 def gpu_name(device: str) -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    """The first visible GPU's name, from nvidia-smi: asking torch would open a CUDA context in this process,
+    which holds GPU memory for as long as the runs train."""
+    if device != "cuda":
+        return "cpu"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    query = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", *(["-i", visible] if visible else [])]
+    try:
+        names = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        names = []
+    return names[0].strip() if names else "unknown GPU"
 
 
 def record_path(results: Path, machine: str) -> Path:
