@@ -129,3 +129,16 @@ def test_only_book_merges_its_phases_into_the_record_of_the_training_machine(tin
     assert record["phases_s"] == {"prepare": 30.0, "train": 600.0, "test": 40.0, "notebooks": 100.0, "book": 20.0}
     assert record["total_s"] == 790.0 and record["gpu"] == "NVIDIA H100" and record["book_code_version"]
     assert asked == {"results": results.resolve(), "runs": tmp / "runs"}
+
+
+def test_train_or_reuse_never_trains_a_paper_run_either(tmp_path):
+    from helpers import CPU
+    from ulvm.config import Config
+    from ulvm.errors import UlvmError
+    from ulvm.report.book import run_folder, train_or_reuse
+
+    data = write_tiny_prepared(tmp_path / "tiny")
+    config = Config.profile("paper", epochs=1, input_size=32, batch_size=4)
+    with pytest.raises(UlvmError, match="train the grid first"):
+        train_or_reuse(config, data, run_folder(tmp_path / "runs", data, config), CPU)
+    assert not (tmp_path / "runs").exists()

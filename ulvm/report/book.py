@@ -118,10 +118,15 @@ def finished_run(config: Config, data, run_dir: str | Path) -> TrainResult | Non
 
 
 def train_or_reuse(config: Config, data, run_dir: str | Path, settings: RunSettings | None = None) -> TrainResult:
-    """The finished run in `run_dir`, or `fit` it there (resuming an unfinished one), without progress bars."""
+    """The finished run in `run_dir`, or `fit` it there (resuming an unfinished one), without progress bars.
+    A paper-scale run is never trained here: in the paper profile the sweep's run is returned instead
+    (`sweep_run`, with RUNS the parent of `run_dir`, as `run_folder` names it)."""
     from ..engine.train import fit
 
-    return finished_run(config, data, run_dir) or fit(config, data, run_dir, settings=settings, progress=False)
+    found = finished_run(config, data, run_dir)
+    if found is None and config.profile_name == "paper":
+        return sweep_run(config, data, Path(run_dir).parent)
+    return found or fit(config, data, run_dir, settings=settings, progress=False)
 
 
 def sweep_run(config: Config, data, runs: str | os.PathLike, grid: str = "isic2017") -> TrainResult:
