@@ -26,9 +26,11 @@ lint: $(STAMP)
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow"
 
+# PROFILE=paper (a CUDA GPU): prepares, trains and tests the grid through the sweep, then builds the book itself;
+# e.g. make reproduce PROFILE=paper ARGS="--isic2017-raw RAW --ph2-raw RAW --runs-per-gpu 14 --compile"
 reproduce: $(STAMP)
-	$(BIN)/ulvm reproduce --profile $(PROFILE)
-	$(MAKE) book
+	$(BIN)/ulvm reproduce --profile $(PROFILE) $(ARGS)
+	if [ "$(PROFILE)" = quick ]; then $(MAKE) book; fi
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going

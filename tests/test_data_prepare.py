@@ -1,6 +1,7 @@
 """Preparation of every layout into the one prepared format; manifest reproducibility; loading."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from PIL import Image
 from ulvm.cli import main as cli_main
 from ulvm.data import load_prepared, prepare
 from ulvm.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_isic2017_tree_prepares_with_superpixels_ignored(tmp_path):
@@ -193,3 +196,41 @@ def test_prepare_help_explains_every_argument(capsys, monkeypatch):
     for words in ("KIND", "--all-test", "--min-size PIXELS", "a multiple of 32", "refused, never deleted",
                   "examples:", "Empty masks"):
         assert words in text
+
+
+def test_the_content_hash_covers_the_folds_and_a_split_hash_compares_the_test_split_alone(tmp_path):
+    src = make_folder(tmp_path / "raw", 12)
+    with_folds = load_prepared(prepare("folder", src, tmp_path / "folds", counts={"test": 12}, folds=2, workers=1))
+    all_test = load_prepared(prepare("folder", src, tmp_path / "all", all_test=True, workers=1))
+    assert with_folds.folds == 2 and all_test.folds == 0
+    assert with_folds.content_hash != all_test.content_hash                  # the same pixels, other folds
+    assert with_folds.split_sha256("test") == all_test.split_sha256("test")
+    assert with_folds.content_scheme == all_test.content_scheme == 1 == all_test.manifest["content_scheme"]
+    assert with_folds.split_sha256("test", fold=0) != with_folds.split_sha256("test")
+
+
+def _recorded_content_hash(*folders: str) -> str:
+    """The one data content hash of the book's committed records in `folders` (book/results/...)."""
+    hashes = {json.loads(path.read_text())["data"]["content_hash"]
+              for folder in folders for path in (REPO / "book" / "results" / folder).glob("*.json")}
+    assert len(hashes) == 1, f"{folders}: records disagree on their data: {hashes}"
+    return hashes.pop()
+
+
+@pytest.mark.slow
+def test_the_shared_datasets_prepare_to_the_data_the_books_records_name(realdata, tmp_path):
+    """A change of `ulvm prepare` that silently changes what the shared datasets prepare to fails here: a
+    reader's fresh preparation must compare with the book's records. PH2 as the book prepares it (all test, 5
+    folds; `ulvm prepare ph2`, as `ulvm reproduce --profile paper`) and ISIC2017 (1250/150/600, seed 42)."""
+    ph2 = load_prepared(prepare("ph2", realdata / "PH2", tmp_path / "ph2", workers=2), verify=False)
+    assert ph2.content_hash == _recorded_content_hash("isic2017/test_ph2", "baselines/test_ph2",
+                                                      "ph2_transfer/test_ph2")
+    # the same images as an external test set with no folds: another content hash, the same test split
+    flat = load_prepared(prepare("folder", realdata / "PH2", tmp_path / "ph2_all", all_test=True, workers=2),
+                         verify=False)
+    assert flat.content_hash != ph2.content_hash and flat.split_sha256("test") == ph2.split_sha256("test")
+    if not (realdata / "ISIC2017").is_dir():
+        pytest.skip(f"no ISIC2017 in {realdata}")
+    isic = load_prepared(prepare("isic2017", realdata / "ISIC2017", tmp_path / "isic2017", workers=2), verify=False)
+    assert isic.content_hash == _recorded_content_hash("isic2017/test_isic2017", "baselines/test_isic2017",
+                                                       "ph2_transfer/test_isic2017")

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,25 @@ def test_resizing_to_the_input_size_keeps_targets_in_range():
     masks = torch.ones(2, 1, 256, 256)
     images, masks = to_input_size(images, masks, 64)
     assert masks.shape == (2, 1, 64, 64) and masks.max() <= 1.0 and images.max() <= 255.0
+
+
+@pytest.fixture
+def restores_determinism():
+    """`RunSettings.deterministic` switches process-wide settings: put them back after the test."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(saved[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
+
+
+def test_deterministic_training_on_cpu_is_bit_identical_and_switches_deterministic_kernels_on(
+        tiny_data, tmp_path, restores_determinism):
+    settings = replace(CPU, deterministic=True)
+    first = fit(tiny_config(epochs=2), tiny_data, tmp_path / "a", settings=settings, progress=False)
+    assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"]
+    second = fit(tiny_config(epochs=2), tiny_data, tmp_path / "b", settings=settings, progress=False)
+    assert _losses(first.history) == _losses(second.history)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(first.best_path).values(),
+                                                 _weights(second.best_path).values()))

@@ -207,6 +207,8 @@ class RunSettings:
                                      # is recorded (Inductor fuses the norms, activations and copies around the
                                      # scan: fewer, fused kernels, ulvm.report.bench); TF32 stays off in cuDNN
     threads: int | None = None       # CPU threads for torch (None: torch's choice); set by the command that runs
+    deterministic: bool = False      # the same seed on the same GPU model and software gives bit-identical weights:
+                                     # deterministic kernels only (ulvm.runtime.use_deterministic), slower
 
     def __post_init__(self) -> None:       # the backend name is checked by ulvm.ssm.backends, where they live
         if self.eval_batch_size < 1:

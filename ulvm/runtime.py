@@ -26,6 +26,24 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def use_deterministic() -> None:
+    """Deterministic kernels only, for this process (`RunSettings.deterministic`): with the same seed, GPU
+    model and software, two runs give bit-identical weights.
+
+    `torch.use_deterministic_algorithms` (an op that has no deterministic kernel raises instead of varying);
+    cuDNN restricted to deterministic algorithms and not autotuned (two runs could time their way to different
+    algorithms); cuBLAS given a fixed workspace (`CUBLAS_WORKSPACE_CONFIG`, read when the process makes its
+    first cuBLAS handle, so call this before the first matrix product on the GPU). Our own code that adds with
+    atomics takes its deterministic form while `torch.are_deterministic_algorithms_enabled()`: the Triton
+    scan's backward (`ulvm.ssm.triton_scan`), the decoder's bilinear upsampling and the bridge's pooling
+    (`ulvm.model`).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -115,4 +115,6 @@ def _prepare(args) -> int:
     splits = ", ".join(f"{name} {len(prepared.indices(name))}" for name in prepared.split_names())
     print(f"prepared {len(prepared)} images in {seconds:.1f} s -> {out}")
     print(f"split (seed {args.seed}): {splits}; {prepared.folds} folds; manifest sha256 {prepared.manifest_hash[:16]}")
+    print(f"content sha256 {prepared.content_hash[:16]} (scheme {prepared.content_scheme}: the pixels, size, split "
+          "and folds; the records of runs on this data name it)")
     return 0

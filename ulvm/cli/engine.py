@@ -74,6 +74,25 @@ def register(sub) -> None:
                            "RUN/predictions_<data>_<split>[_fold<k>]/")
     test.set_defaults(func=run_test)
 
+    check = sub.add_parser(
+        "determinism", help="train one config twice with --deterministic and twice without; compare the weights",
+        description="Four `ulvm train` runs of a few epochs (ulvm.engine.determinism): two with --deterministic, "
+                    "two without. Writes whether each pair's best.pt weights are bit-identical (SHA-256), their "
+                    "largest difference and the epoch times of both modes to --out (JSON).")
+    check.add_argument("--data", type=Path, required=True, help="prepared dataset, e.g. data/prepared/isic2017")
+    check.add_argument("--out", type=Path, required=True, help="the JSON record to write")
+    check.add_argument("--runs", type=Path, default=Path("runs/determinism"),
+                       help="the four run folders (default runs/determinism)")
+    check.add_argument("--epochs", type=int, default=3, help="epochs of each run (default 3)")
+    check.add_argument("--profile", choices=tuple(PROFILES), default="paper", help="config profile (default paper)")
+    check.add_argument("--seed", type=int, default=42, help="the seed of all four runs (default 42)")
+    check.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override a config field of every run, repeatable")
+    check.add_argument("--compile", action="store_true", help="train with --compile")
+    check.add_argument("--threads", type=int, help=_THREADS_HELP)
+    check.set_defaults(func=run_determinism)
+
     version = sub.add_parser("version", help="the code version that results are recorded with",
                              description="Prints the code version (git describe, or the stamp of a copy "
                                          "without .git). --write stamps this checkout's commit into the "
@@ -96,12 +115,16 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                        help="on CUDA: torch.compile the model of the graphed training step (less GPU time a "
                             "step; compiling adds about a minute to the first epoch)")
     group.add_argument("--threads", type=int, help=_THREADS_HELP)
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic kernels only: the same seed on the same GPU model and software gives "
+                            "bit-identical weights (cuDNN autotuning off, no atomic adds; slower on CUDA)")
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run settings of a command; also sets torch's CPU threads when asked."""
     settings = RunSettings(device=args.device, backend=args.backend, cuda_graph=args.cuda_graph,
-                           eval_batch_size=args.eval_batch_size, compile=args.compile, threads=args.threads)
+                           eval_batch_size=args.eval_batch_size, compile=args.compile, threads=args.threads,
+                           deterministic=args.deterministic)
     if settings.threads is not None:
         import torch
         torch.set_num_threads(settings.threads)
@@ -171,6 +194,22 @@ def run_test(args: argparse.Namespace) -> int:
     path = write_results(results, args.run)
     print(summary_line(results))
     print(f"results: {path}")
+    return 0
+
+
+def run_determinism(args: argparse.Namespace) -> int:
+    from ..engine.determinism import check_determinism
+
+    if args.epochs < 1:
+        raise UlvmError("--epochs must be at least 1")
+    settings = (("--compile",) if args.compile else ()) + (("--threads", str(args.threads)) if args.threads else ())
+    record = check_determinism(args.data, args.runs, args.out, epochs=args.epochs, profile=args.profile,
+                               seed=args.seed, device=args.device, overrides=tuple(args.overrides), settings=settings)
+    for mode in ("deterministic", "default"):
+        entry = record[mode]
+        print(f"{mode:<13} bit-identical weights: {'yes' if entry['identical'] else 'no'} (largest difference "
+              f"{entry['largest_weight_difference']:.3g}); {entry['mean_epoch_s_after_first']:.2f} s an epoch")
+    print(f"written {args.out}")
     return 0
 
 

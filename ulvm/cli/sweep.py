@@ -40,6 +40,8 @@ def register(sub) -> None:
     sweep.add_argument("--eval-batch-size", type=int, metavar="B",
                        help="--eval-batch-size of every run (validation/test batch; larger: fewer launches)")
     sweep.add_argument("--mps-percentage", type=int, metavar="P", help=MPS_PERCENTAGE_HELP)
+    sweep.add_argument("--deterministic", action="store_true",
+                       help="--deterministic of every run (bit-identical runs on the same GPU and software, slower)")
     sweep.add_argument("--allow-dirty", action="store_true",
                        help="record runs of a tree with uncommitted changes (the records say so)")
     sweep.set_defaults(func=run_sweep)
@@ -74,6 +76,7 @@ def register(sub) -> None:
 def run_settings(args: argparse.Namespace) -> RunSettings:
     """How every run of a sweep or throughput measurement executes (checked here, before any run starts)."""
     return RunSettings(device=args.device, compile=args.compile, threads=getattr(args, "threads", None),
+                       deterministic=getattr(args, "deterministic", False),
                        **({"eval_batch_size": args.eval_batch_size} if args.eval_batch_size is not None else {}))
 
 

@@ -60,6 +60,14 @@ RESIZE_NOTE = {
 }
 
 
+# What a manifest's `content_sha256` covers, recorded beside it: the prepared pixels of every sample in id
+# order, the size, the split and the k folds. Two preparations of the same images into other splits or folds
+# (PH2 all-test with `ulvm prepare ph2`, 5 folds, or with `ulvm prepare folder --all-test`, none) differ in it;
+# `PreparedDataset.split_sha256` compares one split alone. Manifests without the key are scheme 1, unchanged
+# since the first prepare; a change of what the hash covers must give it a new number.
+CONTENT_SCHEME = 1
+
+
 def pixels_sha256(image: np.ndarray, mask: np.ndarray) -> str:
     """Hash of one prepared sample's pixels (not of the PNG bytes, which depend on the zlib build)."""
     digest = hashlib.sha256(np.ascontiguousarray(image).tobytes())
@@ -293,6 +301,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
                 "empty_masks": empty_masks,
                 "small_images": small_images,
                 "content_sha256": content.hexdigest(),
+                "content_scheme": CONTENT_SCHEME,
             }
             atomic_write_bytes(tmp / "manifest.json", json_dumps(manifest).encode())
     except FileExistsError:
@@ -326,6 +335,19 @@ class PreparedDataset:
     def content_hash(self) -> str:
         """SHA-256 of the prepared pixels and splits: independent of the paths in the command."""
         return self.manifest["content_sha256"]
+
+    @property
+    def content_scheme(self) -> int:
+        """What `content_hash` covers (`CONTENT_SCHEME`; older manifests, without the key: 1)."""
+        return self.manifest.get("content_scheme", 1)
+
+    def split_sha256(self, split: str, fold: int | None = None) -> str:
+        """SHA-256 of one split alone: its ids in order, their prepared pixels and the size. Equal for two
+        preparations whose `content_hash` differs only in the other splits or the folds."""
+        rows = self.indices(split, fold)
+        samples = self.manifest["samples"]
+        return hashlib.sha256(json_dumps({"ids": [self.ids[i] for i in rows], "size": self.manifest["size"],
+                                          "pixels": [samples[i]["pixels_sha256"] for i in rows]}).encode()).hexdigest()
 
     @property
     def diagnosis(self) -> list[str | None] | None:

@@ -61,8 +61,8 @@ def settings_argv(settings: RunSettings) -> list[str]:
             continue
         if field.name == "cuda_graph":
             argv.append("--no-cuda-graph")
-        elif field.name == "compile":
-            argv.append("--compile")
+        elif field.name in ("compile", "deterministic"):
+            argv.append(f"--{field.name}")
         else:
             argv += [_SETTINGS_FLAGS[field.name], str(value)]
     return argv

@@ -95,7 +95,8 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
         "per_image_summary": {f"{name}_{stat}": float(fn(values)) for name, values in per_image.items()
                               for stat, fn in (("mean", np.mean), ("median", np.median), ("std", np.std))},
         "data": {"root": str(prepared.root), "manifest_hash": prepared.manifest_hash,
-                 "content_hash": prepared.content_hash},
+                 "content_hash": prepared.content_hash, "content_scheme": prepared.content_scheme,
+                 "split_sha256": prepared.split_sha256(split, fold)},
         "config": config.to_dict(),
         **provenance(device),
         **run_info,

@@ -23,17 +23,16 @@ with a `last.pt` is resumed automatically and, on CPU, ends bit-identical to an 
 (tests/test_train.py kills a run with SIGKILL to check this). A finished run is not overwritten
 unless asked; a NaN/inf loss stops the run with `RunError` and keeps the last good checkpoint.
 
-Not deterministic on CUDA (same seed, same GPU, same software): the backward passes of
-`AdaptiveAvgPool2d` (the attention bridge's pooling) and of bilinear `F.interpolate` (every decoder
-upsampling) accumulate with atomic adds in an order that varies from run to run, and have no
-deterministic CUDA implementation (`torch.use_deterministic_algorithms(True)` raises on them); cuDNN
-picks convolution algorithms by timing them (`cudnn.benchmark`, set on CUDA for speed), some of them
-non-deterministic; the selective-scan backwards of mamba-ssm (backend "cuda") and of ours in Triton
-(backend "triton": dB and dC) also reduce with atomics. Differences start in the last bits of the first
-gradients and grow over epochs, so two CUDA runs with one seed end at slightly different weights and
-metrics. With `cuda_graph` the learning rate is a float32 GPU tensor (1e-3 is stored as 1.00000005e-3).
-What the seed still fixes on CUDA: initialisation, data order, augmentation draws. Resume on CUDA
-continues the same RNG streams, but is not bit-identical either.
+Not deterministic on CUDA by default (same seed, same GPU, same software): cuDNN picks convolution
+algorithms by timing them (`cudnn.benchmark`, set on CUDA for speed), some of them adding in a varying order,
+and the backward passes of bilinear `F.interpolate` (every decoder upsampling), of `AdaptiveAvgPool2d` (the
+bridge's pooling) and of the selective scan (ours in Triton: dB and dC; mamba-ssm's too) add with atomics.
+Differences start in the last bits of the first gradients and grow over epochs, so two CUDA runs with one seed
+end at slightly different weights and metrics. `RunSettings.deterministic` (`--deterministic`) removes these
+sources (`ulvm.runtime.use_deterministic`; `ulvm determinism` checks it and times the cost), with our Triton scan
+(mamba-ssm's backward stays atomic; with `--compile` it is the generated kernels' turn to be checked). With
+`cuda_graph` the learning rate is a float32 GPU tensor (1e-3 is stored as 1.00000005e-3). What the seed fixes
+either way: initialisation, data order, augmentation draws. Resume on CUDA continues the same RNG streams.
 """
 from __future__ import annotations
 
@@ -55,7 +54,7 @@ from ..data.tensors import load_data, split_tensors
 from ..errors import RunError
 from ..progress import progress_bar
 from ..registry import build_model
-from ..runtime import resolve_device, seed_everything
+from ..runtime import resolve_device, seed_everything, use_deterministic
 from .checkpoint import restore_rng_states, rng_states, save_checkpoint
 from .graphs import GraphedTrainStep, graphable, set_capturable
 from .inference import validate
@@ -117,7 +116,9 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
     folder (refused if it holds files of the user's; locked in `held` while the run trains), model,
     optimiser, and the state to resume from."""
     device = resolve_device(settings.device)
-    if device.type == "cuda":
+    if settings.deterministic:
+        use_deterministic()
+    elif device.type == "cuda":
         # cuDNN's default backward for the bridge's 7x7 dilated 2->1 conv is a slow one; timing the
         # algorithms once per shape picks a much faster one (measured in `ulvm bench`).
         torch.backends.cudnn.benchmark = True

@@ -33,7 +33,7 @@ class Channel_Att_Bridge(nn.Module):  # noqa: N801 - official name, kept for sta
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, *skips):
-        pooled = torch.cat([self.avgpool(t) for t in skips], dim=1)             # (B, ΣC, 1, 1)
+        pooled = torch.cat([self._pool(t) for t in skips], dim=1)               # (B, ΣC, 1, 1)
         att = self.get_all_att(pooled.squeeze(-1).transpose(-1, -2))            # (B, 1, ΣC)
         if self.split_att != "fc":
             att = att.transpose(-1, -2)                                         # (B, ΣC, 1)
@@ -44,6 +44,15 @@ class Channel_Att_Bridge(nn.Module):  # noqa: N801 - official name, kept for sta
                 w = w.transpose(-1, -2)
             weights.append(w.unsqueeze(-1).expand_as(t))                        # (B, C_i, H_i, W_i)
         return weights
+
+
+    def _pool(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, 1, 1), the mean of each map. CUDA's AdaptiveAvgPool2d backward has no
+        deterministic form: under `torch.use_deterministic_algorithms` on CUDA a plain mean (its backward is a
+        broadcast) stands in."""
+        if t.is_cuda and torch.are_deterministic_algorithms_enabled():
+            return t.mean(dim=(2, 3), keepdim=True)
+        return self.avgpool(t)
 
 
 class Spatial_Att_Bridge(nn.Module):  # noqa: N801

@@ -32,7 +32,26 @@ PAPER_CHANNELS = (8, 16, 24, 32, 48, 64)
 
 
 def _up2(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, 2H, 2W), bilinear with aligned corners (the official `F.interpolate` call).
+
+    CUDA's backward of `F.interpolate` adds into the input gradient with atomics, in a varying order, and has
+    no deterministic form: under `torch.use_deterministic_algorithms` on CUDA the same map runs as two matrix
+    products instead (`bilinear_matrix`), whose backward is deterministic.
+    """
+    if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+        rows = bilinear_matrix(x.shape[-2], 2 * x.shape[-2], x)                    # (2H, H)
+        cols = bilinear_matrix(x.shape[-1], 2 * x.shape[-1], x)                    # (2W, W)
+        return rows @ x @ cols.transpose(0, 1)                                     # (B, C, 2H, 2W)
     return F.interpolate(x, scale_factor=(2, 2), mode="bilinear", align_corners=True)
+
+
+def bilinear_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in): 1-D bilinear interpolation with aligned corners as a matrix. Output i samples the input at
+    p_i = i (n_in - 1) / (n_out - 1), and input k weighs max(0, 1 - |p_i - k|) (the hat function)."""
+    scale = (n_in - 1) / max(n_out - 1, 1)
+    positions = torch.arange(n_out, device=like.device, dtype=like.dtype) * scale
+    inputs = torch.arange(n_in, device=like.device, dtype=like.dtype)
+    return (1 - (positions[:, None] - inputs[None, :]).abs()).clamp_min(0)
 
 
 def official_init_(module: nn.Module) -> None:

@@ -4,7 +4,8 @@ result sets recorded on other machines, and "reuse a finished run or train it" i
 Paths in notebook parameters are relative to the project root (the folder holding `_toc.yml`), so a
 notebook runs the same from JupyterLab (working directory `notebooks/`) and from papermill.
 `train_or_reuse(config, data, run_dir, settings)` returns the `TrainResult` of the run in `run_dir` when it
-finished with exactly `config` on `data` (re-executing the book costs nothing), else trains (or resumes) it.
+finished with exactly `config` on `data` (re-executing the book costs nothing), else trains (or resumes) it:
+the quick profile's demo. Paper-scale runs come from the sweep only (`sweep_run`); `book_run` picks by profile.
 
 Importing this module loads no torch: the training and checkpoint rooms are imported where they are used.
 """
@@ -115,10 +116,39 @@ def finished_run(config: Config, data, run_dir: str | Path) -> TrainResult | Non
 
 
 def train_or_reuse(config: Config, data, run_dir: str | Path, settings: RunSettings | None = None) -> TrainResult:
-    """The finished run in `run_dir`, or `fit` it there (resuming an unfinished one), without progress bars."""
+    """The finished run in `run_dir`, or `fit` it there (resuming an unfinished one), without progress bars.
+    A paper-scale run is never trained here: in the paper profile the sweep's run is returned instead
+    (`sweep_run`, with RUNS the parent of `run_dir`, as `run_folder` names it)."""
     from ..engine.train import fit
 
-    return finished_run(config, data, run_dir) or fit(config, data, run_dir, settings=settings, progress=False)
+    found = finished_run(config, data, run_dir)
+    if found is None and config.profile_name == "paper":
+        return sweep_run(config, data, Path(run_dir).parent)
+    return found or fit(config, data, run_dir, settings=settings, progress=False)
+
+
+def sweep_run(config: Config, data, runs: str | os.PathLike, grid: str = "isic2017") -> TrainResult:
+    """The finished run the sweep trained for `config` on `data`: `RUNS/<grid>/<job name>`, e.g.
+    `runs/paper/isic2017/p4_b1_s42` (`ulvm reproduce --profile paper` or `ulvm sweep`). Never trains: the
+    paper-scale runs are made one way only, all of a grid together."""
+    from ..sweeps.experiments import Job
+
+    job = Job(config)
+    run_dir = resolve(runs) / grid / job.name
+    found = finished_run(config, data, run_dir)
+    if found is None:
+        raise UlvmError(f"{run_dir}: no run of this chapter's config finished there; train the grid first: "
+                        f"`ulvm reproduce --profile paper --runs {runs} --no-book` (or `ulvm sweep "
+                        f"book/grids/{grid}.yaml --runs {run_dir.parent}`)")
+    return found
+
+
+def book_run(config: Config, data, runs: str | os.PathLike, settings: RunSettings | None = None) -> TrainResult:
+    """The run a chapter shows: in the paper profile the sweep's (`sweep_run`); in the quick profile's demo the
+    run in `run_folder(runs, data, config)`, reused or trained there (`train_or_reuse`)."""
+    if config.profile_name == "paper":
+        return sweep_run(config, data, runs)
+    return train_or_reuse(config, data, run_folder(runs, Path(data), config), settings)
 
 
 def recorded_folder(trained_on: str, tested_on: str, results: str | os.PathLike = "book/results") -> Path:

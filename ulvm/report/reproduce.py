@@ -1,10 +1,11 @@
 """Batch reproduction: execute the book's notebooks in order with papermill, then Jupyter Book renders them.
 
 `ulvm reproduce --profile quick` (the default of `make reproduce`) runs every notebook of `notebooks/`
-on the CPU on the synthetic embedded dataset; `--profile paper` runs the paper's full protocol on
-prepared real data (a GPU is advised). The profile only decides the *parameters* injected into each
-notebook's cell tagged `parameters` (`NOTEBOOK_PARAMETERS`: `PROFILE`, `DATA`, `DEVICE`, `RUNS`,
-`SEEDS`, ...); what a profile means for training (epochs, image counts) lives in `ulvm.config.Config.profile`.
+on the CPU on the synthetic embedded dataset; `--profile paper` first trains the paper's runs through the
+sweep engine on a GPU (`ulvm.report.reproduce_paper`), then runs the notebooks here against their records.
+The profile only decides the *parameters* injected into each notebook's cell tagged `parameters`
+(`NOTEBOOK_PARAMETERS`: `PROFILE`, `DATA`, `DEVICE`, `RUNS`, `SEEDS`, `results_root`, ...); what a
+profile means for training (epochs, image counts) lives in `ulvm.config.Config.profile`.
 
 Executed copies go to `book/executed/` (a build product, git-ignored), which `_toc.yml` points at;
 Jupyter Book never executes anything itself (`execute_notebooks: "off"` in `_config.yml`). A notebook
@@ -48,6 +49,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict] = {
         "RUNS": "runs/quick",
         "FIGURES": "figures/generated",
         "RESULTS": "book/results",
+        "results_root": None,  # the Results chapters show the book's records only (their own numbers are synthetic)
     },
     "paper": {
         "PROFILE": "paper",
@@ -58,6 +60,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict] = {
         "RUNS": "runs/paper",
         "FIGURES": "figures/generated",
         "RESULTS": "book/results",
+        "results_root": None,  # `ulvm reproduce --profile paper` passes this build's records (its --results)
     },
 }
 

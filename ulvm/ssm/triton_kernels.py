@@ -99,12 +99,15 @@ def selective_scan_bwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias
                        du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr,
                        n_channels, length, n_state, n_chunks,
                        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                       SOFTPLUS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+                       SOFTPLUS: tl.constexpr, PER_ROW: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_L: tl.constexpr):
     """Chunks from last to first. With g_t = dLoss/dy_t (before the gate: times silu(z_t)), the adjoint
     λ_t = dLoss/dh_t obeys λ_t = C_t g_t + Ā_{t+1} λ_{t+1}: the same scan, reversed in time. Then
     dLoss/d(B̄_t u_t) = λ_t and dLoss/d(Δ_t A) = λ_t Ā_t h_{t-1} = λ_t (h_t - B̄_t u_t) (no h_{t-1} needed).
-    dB and dC sum over the D channels of a sequence: atomic adds, as in mamba-ssm. dA and dD are written
-    per row and summed over the batch by the caller."""
+    dB and dC sum over the D channels of a sequence: atomic adds, as in mamba-ssm, whose order varies from
+    run to run; with PER_ROW each row writes its own (N, L) part instead (dB_ptr, dC_ptr then hold
+    batch * D rows) and the caller sums them in a fixed order: deterministic. dA and dD are written per row
+    and summed over the batch by the caller."""
     row = tl.program_id(0)
     seq, bc, n, n_ok, A, bias, skip = _row(row, A_ptr, D_ptr, bias_ptr, n_channels, length, n_state,
                                            HAS_D, HAS_BIAS, BLOCK_N)
@@ -140,8 +143,13 @@ def selective_scan_bwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias
         lam = lam_local + growth * lam_after[:, None]                      # λ_t (N, BLOCK_L)
         lam_after = tl.sum(tl.where(steps[None, :] == 0, lam, 0.0), axis=1)
 
-        tl.atomic_add(dC_ptr + bc + nt, g[None, :] * hs, mask=nt_ok)     # dLoss/dC_t = g_t h_t
-        tl.atomic_add(dB_ptr + bc + nt, lam * (dt * u)[None, :], mask=nt_ok)   # dLoss/dB_t = λ_t Δ_t u_t
+        if PER_ROW:                                                        # this row's part, summed later
+            part = row.to(tl.int64) * n_state * length
+            tl.store(dC_ptr + part + nt, g[None, :] * hs, mask=nt_ok)
+            tl.store(dB_ptr + part + nt, lam * (dt * u)[None, :], mask=nt_ok)
+        else:
+            tl.atomic_add(dC_ptr + bc + nt, g[None, :] * hs, mask=nt_ok)     # dLoss/dC_t = g_t h_t
+            tl.atomic_add(dB_ptr + bc + nt, lam * (dt * u)[None, :], mask=nt_ok)   # dLoss/dB_t = λ_t Δ_t u_t
         lam_B = tl.sum(lam * B, axis=0)                                    # Σ_n λ_t B_t
         lam_a_h = lam * (hs - bu)                                          # λ_t Ā_t h_{t-1}
         d_dt = tl.sum(lam_a_h * A[:, None], axis=0) + lam_B * u           # dLoss/dΔ_t

@@ -101,7 +101,12 @@ def scan_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: 
     block_n, block_l, n_chunks = _launch_shape(length, d_state)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else u.new_empty(0)
-    dB, dC = torch.zeros_like(B), torch.zeros_like(C)          # accumulated over channels (atomics)
+    # dB, dC sum over the channels: with atomics in the kernel, or (deterministic) per row, summed here
+    per_row = torch.are_deterministic_algorithms_enabled()
+    if per_row:
+        dB, dC = B.new_zeros(batch, d_inner, *B.shape[1:]), C.new_zeros(batch, d_inner, *C.shape[1:])
+    else:
+        dB, dC = torch.zeros_like(B), torch.zeros_like(C)
     dA_rows = u.new_empty(batch * d_inner, block_n)
     dD_rows = u.new_empty(batch * d_inner)
     _kernels()[0].selective_scan_bwd[(batch * d_inner,)](
@@ -109,7 +114,9 @@ def scan_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: 
         du, ddelta, dA_rows, dB, dC, dD_rows, dz if z is not None else du,
         d_inner, length, d_state, n_chunks,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=delta_softplus, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
+        SOFTPLUS=delta_softplus, PER_ROW=per_row, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
+    if per_row:
+        dB, dC = dB.sum(1), dC.sum(1)                           # (batch, N, L)
     dA = dA_rows.view(batch, d_inner, block_n).sum(0)[:, :d_state].contiguous()
     dD = dD_rows.view(batch, d_inner).sum(0) if D is not None else u.new_empty(0)
     d_bias = ddelta.sum((0, 2)) if delta_bias is not None else u.new_empty(0)
