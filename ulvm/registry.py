@@ -20,7 +20,7 @@ from .ssm.backends import check_name
 def _ultralight(config: Config, backend: str) -> nn.Module:
     return UltraLightVMUNet(num_classes=config.num_classes, input_channels=config.input_channels,
                             c_list=config.c_list, split_att=config.split_att, bridge=config.bridge,
-                            parallel=config.parallel, backend=backend)
+                            parallel=config.parallel, backend=backend, width=config.width)
 
 
 def _baseline(name: str) -> Callable[[Config, str], nn.Module]:

@@ -39,6 +39,7 @@ class Job:
     model: str = "ultralight"
     profile: str = "paper"
     overrides: tuple[str, ...] = ()
+    width: float = 1.0               # Config.width; a job of another width is named w0.25_p4_b1_s42
 
     @property
     def name(self) -> str:
@@ -46,7 +47,8 @@ class Job:
         fold = "" if self.fold is None else f"_f{self.fold}"
         if self.model != "ultralight":
             return f"{self.model}{fold}_s{self.seed}"
-        return f"p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
+        width = "" if self.width == 1 else f"w{self.width:g}_"
+        return f"{width}p{self.parallel}_b{int(self.bridge)}{fold}_s{self.seed}"
 
     @property
     def epochs(self) -> int:
@@ -69,6 +71,8 @@ class Job:
             cmd += ["--model", self.model]
         if not self.bridge:
             cmd += ["--no-bridge"]
+        if self.width != 1:
+            cmd += ["--set", f"width={self.width:g}"]
         for item in self.overrides:
             cmd += ["--set", item]
         return cmd + list(settings)

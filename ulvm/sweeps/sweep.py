@@ -15,14 +15,16 @@ A grid file::
     data: data/prepared/ph2       # the prepared dataset every run trains on (relative to the working folder)
     test_on: []                   # prepared datasets to also test every run on (their test split)
     set: {}                       # more config overrides for every run (`ulvm train --set FIELD=VALUE`)
-    fold: [0, 1, 2, 3, 4]         # the axes: model, parallel, bridge, seed, fold (lists; a scalar = one value)
+    fold: [0, 1, 2, 3, 4]         # the axes: model, width, parallel, bridge, seed, fold (lists; a scalar =
+                                  # one value)
     cross:                        # optional: a union of crosses; each entry's axes (and `set`) override the
       - {parallel: [4, 1]}        # top-level ones. Without `cross`, the top-level axes are the one cross.
       - {parallel: [4], seed: [43, 44]}
 
-Axes left out take one value: model ultralight, parallel 4, bridge true, seed 42, fold none (the plain split).
-Jobs are expanded in file order, each cross as model > parallel > bridge > seed > fold (fold fastest), and
-named like p4_b1_f0_s42; a baseline, which has no PVM settings, by its model: unet_s42.
+Axes left out take one value: model ultralight, width 1, parallel 4, bridge true, seed 42, fold none (the plain
+split). Jobs are expanded in file order, each cross as model > width > parallel > bridge > seed > fold (fold
+fastest), and named like p4_b1_f0_s42 (w0.5_p4_b1_s42 at another width); a baseline, which has no PVM
+settings, by its model: unet_s42.
 
 Each job runs as subprocesses, exactly as by hand: `python -m ulvm train ...` (it resumes an interrupted run
 from RUN/last.pt), then `python -m ulvm test` on every `test_on` dataset, all logged to RUNS/NAME.log. The
@@ -81,9 +83,9 @@ from ..version import code_version, require_clean
 from .experiments import Job, read_log, record_runs
 from .mps import client_environment
 
-AXES = ("model", "parallel", "bridge", "seed", "fold")        # the crossing order (fold fastest)
-DEFAULT_AXES: dict[str, list[Any]] = {"model": ["ultralight"], "parallel": [4], "bridge": [True], "seed": [42],
-                                      "fold": [None]}
+AXES = ("model", "width", "parallel", "bridge", "seed", "fold")        # the crossing order (fold fastest)
+DEFAULT_AXES: dict[str, list[Any]] = {"model": ["ultralight"], "width": [1.0], "parallel": [4], "bridge": [True],
+                                      "seed": [42], "fold": [None]}
 GRID_KEYS = ("name", "profile", "data", "test_on", "set", "cross", *AXES)
 SWEEP_VERSIONS = {"dask": "2026.8.0", "distributed": "2026.8.0"}
 
@@ -123,13 +125,14 @@ def _values(axis: str, value: Any, where: str) -> list[Any]:
         raise UlvmError(f"{where}: '{axis}' is an empty list")
     for item in values:
         ok = {"model": isinstance(item, str) and item != "",
+              "width": type(item) in (int, float) and 0 < item <= 16,
               "parallel": type(item) is int and item in (1, 2, 4),
               "bridge": isinstance(item, bool),
               "seed": type(item) is int,
               "fold": item is None or (type(item) is int and item >= 0)}[axis]
         if not ok:
-            expected = {"model": "a model name", "parallel": "1, 2 or 4", "bridge": "true or false",
-                        "seed": "an integer", "fold": "an integer >= 0 or null"}[axis]
+            expected = {"model": "a model name", "width": "a channel multiplier in (0, 16]", "parallel": "1, 2 or 4",
+                        "bridge": "true or false", "seed": "an integer", "fold": "an integer >= 0 or null"}[axis]
             raise UlvmError(f"{where}: '{axis}' value {item!r} is not {expected}")
     return values
 
@@ -174,8 +177,9 @@ def parse_grid(spec: Any, source: str = "<grid>") -> Grid:
         axes = {**DEFAULT_AXES, **base, **{axis: _values(axis, cross[axis], where) for axis in AXES if axis in cross}}
         overrides = {**base_set, **_overrides(cross.get("set"), where)}
         sets = tuple(f"{key}={json.dumps(value)}" for key, value in overrides.items())
-        for model, parallel, bridge, seed, fold in itertools.product(*(axes[axis] for axis in AXES)):
-            jobs.append(Job(parallel, bridge, fold, seed, model=model, profile=profile, overrides=sets))
+        for model, width, parallel, bridge, seed, fold in itertools.product(*(axes[axis] for axis in AXES)):
+            jobs.append(Job(parallel, bridge, fold, seed, model=model, profile=profile, overrides=sets,
+                            width=float(width)))
     seen: set[str] = set()
     for job in jobs:
         if job.name in seen:
