@@ -148,7 +148,8 @@ def comparison_table(names=None, input_size: int = 256) -> list[dict]:
     """The cost of every model of the comparison chapter, counted the same way: one row per model with our
     params, thop GFLOPs (as the papers count), full GFLOPs (only Mamba blocks add work here; VM-UNet's
     four-direction scan is NOT counted: see `ulvm.baselines.vmunet`) and weight-file KB, beside what the
-    authors report (`ulvm.baselines.REPORTED`; UltraLight VM-UNet: `ulvm.paper`)."""
+    authors report (`ulvm.baselines.REPORTED`; UltraLight VM-UNet: `ulvm.paper`; None for the PVM variants of
+    `ulvm.baselines.pvm_variants`, which nobody reports)."""
     from .baselines import REPORTED
     from .config import Config
     from .paper import PAPER_COMPLEXITY
@@ -159,7 +160,7 @@ def comparison_table(names=None, input_size: int = 256) -> list[dict]:
         model = build_model(Config(model=name), "parallel")
         ops = gflops_breakdown(model, input_size)
         reported = ({"params": PAPER_COMPLEXITY["params (M)"] * 1e6, "gflops": PAPER_COMPLEXITY["GFLOPs"]}
-                    if name == "ultralight" else REPORTED[name])
+                    if name == "ultralight" else REPORTED.get(name, {"params": None, "gflops": None}))
         rows.append({"model": name, "params": count_params(model), "gflops_thop": ops["thop"],
                      "gflops_full": ops["full"], "weight_kb": weight_file_kb(model),
                      "reported_params": reported["params"], "reported_gflops": reported["gflops"]})
