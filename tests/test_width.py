@@ -75,3 +75,36 @@ def test_the_grid_crosses_widths_and_passes_the_width_to_train(tmp_path):
     assert "--set" not in plain.jobs[0].command(plain.data, tmp_path)
     with pytest.raises(UlvmError, match="'width' value 0 is not a channel multiplier"):
         parse_grid({"name": "g", "data": "d", "width": [0]})
+
+
+def test_width_records_summary_and_the_rule(tmp_path):
+    """The chapter's reading of the records: width 1 from the ISIC2017 grid, the rule only once all is recorded."""
+    import json
+
+    import pandas as pd
+
+    from ulvm.report.width import smallest_width_within_spread, width_runs, width_summary
+
+    def record(folder, name, dsc, **config):
+        path = tmp_path / folder / "test_isic2017" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config = {"profile_name": "paper", "bridge": True, "parallel": 4, **config}
+        path.write_text(json.dumps({"config": config, "pooled": {"dsc": dsc}}))
+
+    for seed, dsc in zip((42, 43, 44, 45), (0.900, 0.902, 0.904, 0.95)):       # seed 45: not in the width study
+        record("isic2017", f"p4_b1_s{seed}", dsc, seed=seed)                   # an old record: no width field
+    record("isic2017", "p4_b0_s42", 0.99, seed=42, bridge=False)               # not a width-study configuration
+    widths = {0.25: (0.890, 0.891, 0.892), 0.5: (0.901, 0.899, 0.903)}
+    for width, values in widths.items():
+        for seed, dsc in zip((42, 43, 44), values):
+            record("width", f"w{width:g}_p4_b1_s{seed}", dsc, seed=seed, width=width)
+    runs = width_runs(tmp_path)
+    assert len(runs) == 9 and set(runs["width"]) == {0.25, 0.5, 1.0} and 45 not in set(runs["seed"])
+    costs = pd.DataFrame(width_table((0.25, 0.5, 1.0), settings=(4,), input_size=32))
+    summary = width_summary(runs, costs).set_index("width")
+    assert summary.loc[1.0, "params"] == 49_457 and summary.loc[0.5, "runs"] == 3
+    assert abs(summary.loc[1.0, "mean"] - 0.902) < 1e-9 and summary.loc[1.0, "low"] == 0.900
+    rule = smallest_width_within_spread(runs, widths=(0.25, 0.5, 1.0))
+    assert rule["width"] == 0.5 and rule["reference_low"] == 0.900          # 0.901 >= 0.900 > 0.891
+    assert smallest_width_within_spread(runs) is None                       # widths 1/8 and 2 not recorded yet
+    assert width_runs(tmp_path / "nothing").empty

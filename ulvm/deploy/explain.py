@@ -148,6 +148,21 @@ def test_images(data, ids=None, split: str = "test") -> tuple[list[str], torch.T
     return [prepared.ids[i] for i in rows], images, masks
 
 
+def explain_split_images(model: torch.nn.Module, data, ids, split: str = "test") -> list[dict]:
+    """The maps of some images of a prepared split (e.g. the best, median and worst of a record), each as
+    {"id", "image": (S, S, 3) uint8, "truth": (S, S) uint8, "stages": maps at S×S as in `explain_image`}."""
+    explainable(model, type(model).__name__)
+    prepared = load_data(data)
+    ids, images, masks = test_images(data, ids, split)
+    row_of = {image_id: i for i, image_id in enumerate(prepared.ids)}
+    result = explain(model, images.to(next(model.parameters()).device))
+    size = tuple(images.shape[-2:])
+    return [{"id": image_id, "image": prepared.images[row_of[image_id]], "truth": prepared.masks[row_of[image_id]],
+             "stages": {stage: {kind: on_image_grid(maps[kind][i].cpu(), size).numpy() for kind in MAP_KINDS}
+                        for stage, maps in result["stages"].items()}}
+            for i, image_id in enumerate(ids)]
+
+
 def border_band(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """The tokens of an h×w stage grid that the expert border runs through: the cell of each token holds
     lesion and non-lesion pixels both. masks (N, 1, H, W) in {0, 1} -> (N, h, w) bool."""
