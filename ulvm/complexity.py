@@ -128,11 +128,28 @@ def pvm_settings_table(input_size: int = 256, settings=(1, 2, 4)) -> list[dict]:
     return rows
 
 
+def width_table(widths=(0.125, 0.25, 0.5, 1.0, 2.0), settings=(1, 4), input_size: int = 256) -> list[dict]:
+    """The width study's cost side: one row per (width, PVM setting) with the stage channels
+    (`ulvm.model.scale_channels`), params, GFLOPs (thop and full) and weight-file KB."""
+    from .model import UltraLightVMUNet, scale_channels
+
+    rows = []
+    for width in widths:
+        for parallel in settings:
+            model = UltraLightVMUNet(parallel=parallel, backend="parallel", width=width)
+            ops = gflops_breakdown(model, input_size)
+            rows.append({"width": width, "parallel": parallel, "channels": list(scale_channels(width=width)),
+                         "params": count_params(model), "gflops_thop": ops["thop"], "gflops_full": ops["full"],
+                         "weight_kb": weight_file_kb(model)})
+    return rows
+
+
 def comparison_table(names=None, input_size: int = 256) -> list[dict]:
     """The cost of every model of the comparison chapter, counted the same way: one row per model with our
     params, thop GFLOPs (as the papers count), full GFLOPs (only Mamba blocks add work here; VM-UNet's
     four-direction scan is NOT counted: see `ulvm.baselines.vmunet`) and weight-file KB, beside what the
-    authors report (`ulvm.baselines.REPORTED`; UltraLight VM-UNet: `ulvm.paper`)."""
+    authors report (`ulvm.baselines.REPORTED`; UltraLight VM-UNet: `ulvm.paper`; None for the PVM variants of
+    `ulvm.baselines.pvm_variants`, which nobody reports)."""
     from .baselines import REPORTED
     from .config import Config
     from .paper import PAPER_COMPLEXITY
@@ -143,7 +160,7 @@ def comparison_table(names=None, input_size: int = 256) -> list[dict]:
         model = build_model(Config(model=name), "parallel")
         ops = gflops_breakdown(model, input_size)
         reported = ({"params": PAPER_COMPLEXITY["params (M)"] * 1e6, "gflops": PAPER_COMPLEXITY["GFLOPs"]}
-                    if name == "ultralight" else REPORTED[name])
+                    if name == "ultralight" else REPORTED.get(name, {"params": None, "gflops": None}))
         rows.append({"model": name, "params": count_params(model), "gflops_thop": ops["thop"],
                      "gflops_full": ops["full"], "weight_kb": weight_file_kb(model),
                      "reported_params": reported["params"], "reported_gflops": reported["gflops"]})

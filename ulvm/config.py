@@ -49,6 +49,8 @@ class Config:
     input_channels: int = 3
     num_classes: int = 1
     c_list: tuple[int, ...] = (8, 16, 24, 32, 48, 64)
+    width: float = 1.0               # channel multiplier of the six stages: c_list × width, each rounded to a
+                                     # multiple of 4 (`ulvm.model.scale_channels`; 1.0 = the paper's model)
     split_att: str = "fc"
     parallel: int = 4                # PVM layer: channels split into this many parallel Mamba chunks
     bridge: bool = True              # SC_Att_Bridge (spatial + channel attention skip connections)
@@ -92,6 +94,8 @@ class Config:
                             "(the model halves the resolution five times)")
         if len(self.c_list) != 6:
             problems.append(f"c_list={self.c_list} must have 6 channel widths")
+        if not 0.0 < self.width <= 16.0:
+            problems.append(f"width={self.width} must be > 0 and <= 16 (a channel multiplier; 1 = the paper's)")
         if self.parallel not in (1, 2, 4):
             problems.append(f"parallel={self.parallel} must be 1, 2 or 4")
         if self.split_att not in SPLIT_ATT_MODES:

@@ -6,6 +6,10 @@ def register(sub) -> None:
     p = sub.add_parser("profile", help="parameters, GFLOPs (paper's thop way and in full) and weight-file size "
                                        "for each PVM setting")
     p.add_argument("--size", type=int, default=256, help="input size (default 256, as the paper)")
+    p.add_argument("--widths", type=float, nargs="+", default=None, metavar="W",
+                   help="also the width study: every stage's channels times W (e.g. 0.125 0.25 0.5 1 2), x1 and x4")
+    p.add_argument("--models", nargs="*", default=None, metavar="NAME",
+                   help="also the comparison chapter's models counted the same way (no names = all)")
     p.set_defaults(func=_profile)
 
     p = sub.add_parser("bench", help="time inference and a training step for every scan backend, side by side")
@@ -36,7 +40,34 @@ def _profile(args) -> int:
     for row in pvm_settings_table(args.size):
         print(f"{row['setting']:<5} {row['params']:>9,} {row['gflops_thop']:>21.4f} {row['gflops_full']:>14.4f} "
               f"{row['weight_kb']:>11.1f}")
+    if args.widths:
+        _profile_widths(args.widths, args.size)
+    if args.models is not None:
+        _profile_models(args.models, args.size)
     return 0
+
+
+def _profile_widths(widths: list[float], size: int) -> None:
+    from ..complexity import width_table
+    from ..errors import UlvmError
+
+    bad = [w for w in widths if not 0 < w <= 16]
+    if bad:
+        raise UlvmError(f"--widths: {bad[0]:g} is not a channel multiplier in (0, 16]")
+    print("\nWidth study (stage channels = the paper's x width, rounded to multiples of 4):")
+    print(f"{'width':>6} {'PVM':<4} {'channels':<28} {'params':>9} {'GFLOPs thop':>12} {'GFLOPs full':>12}")
+    for row in width_table(widths, input_size=size):
+        print(f"{row['width']:>6g} x{row['parallel']:<3} {str(tuple(row['channels'])):<28} {row['params']:>9,} "
+              f"{row['gflops_thop']:>12.4f} {row['gflops_full']:>12.4f}")
+
+
+def _profile_models(names: list[str], size: int) -> None:
+    from ..complexity import comparison_table
+
+    print(f"\n{'model':<16} {'params':>10} {'GFLOPs thop':>12} {'GFLOPs full':>12} {'weights KB':>11}")
+    for row in comparison_table(names or None, input_size=size):
+        print(f"{row['model']:<16} {row['params']:>10,} {row['gflops_thop']:>12.4f} {row['gflops_full']:>12.4f} "
+              f"{row['weight_kb']:>11.1f}")
 
 
 def _bench(args) -> int:

@@ -3,7 +3,8 @@
 Twin of `UltraLight_VM_UNet` in the official `models/UltraLight_VM_UNet.py`: same modules, same state-dict
 keys (an official checkpoint loads with `strict=True`), same forward pass and the same initialisation.
 With the default channels (8, 16, 24, 32, 48, 64) and `parallel` = 1 / 2 / 4 it has 136,269 / 69,589 /
-49,457 parameters (the paper's PVM-layer table). Walkthrough: `notebooks/03_pvm_layer.ipynb`.
+49,457 parameters (the paper's PVM-layer table). `width` scales every stage (`scale_channels`; the book's
+"How small can it get" chapter). Walkthrough: `notebooks/03_pvm_layer.ipynb`.
 
     stage        module            resolution (256² input)   channels
     encoder1-3   Conv3x3 + GN + max-pool + GELU   128², 64², 32²    8, 16, 24
@@ -29,6 +30,22 @@ from .bridge import SC_Att_Bridge
 from .pvm import PVMLayer
 
 PAPER_CHANNELS = (8, 16, 24, 32, 48, 64)
+CHANNEL_MULTIPLE = 4   # GroupNorm's 4 groups and the largest PVM split (parallel 4) both divide every stage
+
+
+def scale_channels(channels=PAPER_CHANNELS, width: float = 1.0) -> tuple[int, ...]:
+    """The six stage widths of a model `width` times as wide: each `c · width` rounded to the nearest multiple
+    of 4 (halves round up), and at least 4.
+
+    Why 4: every stage feeds a GroupNorm of 4 groups and a PVM layer splits its channels into 1, 2 or 4
+    chunks, so a multiple of 4 works for every PVM setting, and ×1, ×2 and ×4 of one width have the same
+    stages. Width 1 returns the channels unchanged (the paper's model and every checkpoint of it); width 1/8
+    of the paper's (8, 16, 24, 32, 48, 64) gives (4, 4, 4, 4, 8, 8), width 1/4 (4, 4, 8, 8, 12, 16).
+    """
+    if width <= 0:
+        raise ValueError(f"width must be > 0, not {width!r}")
+    return tuple(max(CHANNEL_MULTIPLE, CHANNEL_MULTIPLE * math.floor(c * width / CHANNEL_MULTIPLE + 0.5))
+                 for c in channels)
 
 
 def _up2(x: torch.Tensor) -> torch.Tensor:
@@ -80,9 +97,9 @@ def official_init_(module: nn.Module) -> None:
 class UltraLightVMUNet(nn.Module):
     def __init__(self, num_classes: int = 1, input_channels: int = 3, c_list=PAPER_CHANNELS,
                  split_att: str = "fc", bridge: bool = True, parallel: int = 4, backend: str = "auto",
-                 mixer: str = "pvm"):
+                 mixer: str = "pvm", width: float = 1.0):
         super().__init__()
-        c = list(c_list)
+        c = list(c_list) if width == 1 else list(scale_channels(c_list, width))
         if len(c) != 6:
             raise ValueError(f"c_list needs 6 channel counts (one per stage), got {c_list!r}")
         if mixer not in ("pvm", "conv"):

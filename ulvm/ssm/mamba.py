@@ -37,6 +37,10 @@ class Mamba(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         self.use_fast_path = use_fast_path     # only meaningful with backend "cuda": mamba-ssm's fused kernel
         self.backend = backend
+        # Optional: called as scan_recorder(delta=Δ, gate=SiLU(z)), both (batch, E, L), on every forward
+        # (`ulvm.model.explain`); None costs nothing. While set, mamba-ssm's fused block is not used (it
+        # never exposes Δ).
+        self.scan_recorder = None
 
         self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory)
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
@@ -77,7 +81,7 @@ class Mamba(nn.Module):
             xz = xz + self.in_proj.bias[:, None]
         A = -torch.exp(self.A_log.float())                                # (E, N), always < 0
         backend = resolve(self.backend, hidden_states)
-        if backend.fused_block is not None:                               # mamba-ssm's fused block, when it can
+        if backend.fused_block is not None and self.scan_recorder is None:   # mamba-ssm's fused block, when it can
             fused = backend.fused_block(self, xz, A)
             if fused is not None:
                 return fused
@@ -88,6 +92,8 @@ class Mamba(nn.Module):
         x_dbl = self.x_proj(x.transpose(1, 2))                            # (batch, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.dt_proj.weight @ dt.transpose(1, 2)                  # (batch, E, L), bias added in the scan
+        if self.scan_recorder is not None:
+            self.scan_recorder(delta=F.softplus(delta + self.dt_proj.bias[:, None].float()), gate=F.silu(z))
         # B and C as (batch, N, L) views of x_dbl: each backend lays them out as its kernel reads them
         y = backend.selective_scan(x, delta, A, B.transpose(1, 2), C.transpose(1, 2),
                                    self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),

@@ -37,14 +37,16 @@ class Job:
 
     @classmethod
     def of(cls, parallel: int = 4, bridge: bool = True, fold: int | None = None, seed: int = 42,
-           model: str = "ultralight", profile: str = "paper", overrides: dict[str, Any] | None = None) -> "Job":
+           model: str = "ultralight", profile: str = "paper", overrides: dict[str, Any] | None = None,
+           width: float = 1.0) -> "Job":
         """The job of a grid's axes on a profile, with config overrides (they win, as `--set` does)."""
-        axes = dict(parallel=parallel, bridge=bridge, fold=fold, seed=seed, model=model)
+        axes = dict(parallel=parallel, bridge=bridge, fold=fold, seed=seed, model=model, width=width)
         return cls(Config.profile(profile, **{**axes, **(overrides or {})}))
 
     @property
     def name(self) -> str:
-        """p4_b1_f0_s42 (no _f part without a fold); a baseline, which has no PVM settings: egeunet_f0_s42."""
+        """p4_b1_f0_s42 (no _f part without a fold; w0.5_p4_b1_s42 at another width than 1); a baseline, which
+        has no PVM settings: egeunet_f0_s42."""
         return self._name(str(self.config.seed))
 
     def _name(self, seed: str) -> str:
@@ -52,7 +54,8 @@ class Job:
         fold = "" if config.fold is None else f"_f{config.fold}"
         if config.model != "ultralight":
             return f"{config.model}{fold}_s{seed}"
-        return f"p{config.parallel}_b{int(config.bridge)}{fold}_s{seed}"
+        width = "" if config.width == 1 else f"w{config.width:g}_"
+        return f"{width}p{config.parallel}_b{int(config.bridge)}{fold}_s{seed}"
 
     @property
     def epochs(self) -> int:

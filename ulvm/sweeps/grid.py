@@ -7,14 +7,16 @@ A grid file::
     data: data/prepared/ph2       # the prepared dataset every run trains on (relative to the working folder)
     test_on: []                   # prepared datasets to also test every run on (their test split)
     set: {}                       # more config overrides for every run (`ulvm train --set FIELD=VALUE`)
-    fold: [0, 1, 2, 3, 4]         # the axes: model, parallel, bridge, seed, fold (lists; a scalar = one value)
+    fold: [0, 1, 2, 3, 4]         # the axes: model, width, parallel, bridge, seed, fold (lists; a scalar =
+                                  # one value)
     cross:                        # optional: a union of crosses; each entry's axes (and `set`) override the
       - {parallel: [4, 1]}        # top-level ones. Without `cross`, the top-level axes are the one cross.
       - {parallel: [4], seed: [43, 44]}
 
-Axes left out take one value: model ultralight, parallel 4, bridge true, seed 42, fold none (the plain split).
-Jobs are expanded in file order, each cross as model > parallel > bridge > seed > fold (fold fastest), and
-named like p4_b1_f0_s42; a baseline, which has no PVM settings, by its model: unet_s42.
+Axes left out take one value: model ultralight, width 1, parallel 4, bridge true, seed 42, fold none (the
+plain split). Jobs are expanded in file order, each cross as model > width > parallel > bridge > seed > fold
+(fold fastest), and named like p4_b1_f0_s42 (w0.5_p4_b1_s42 at another width); a baseline, which has no PVM
+settings, by its model: unet_s42.
 
 The grid's name and its models name folders and files (runs/NAME/JOB, RUNS/JOB.log, the records): they
 must be plain names (letters, digits, '_' and '-'), so that nothing is written outside the folders given.
@@ -33,9 +35,9 @@ from ..config import PROFILES
 from ..errors import UlvmError
 from .experiments import Job
 
-AXES = ("model", "parallel", "bridge", "seed", "fold")        # the crossing order (fold fastest)
-DEFAULT_AXES: dict[str, list[Any]] = {"model": ["ultralight"], "parallel": [4], "bridge": [True], "seed": [42],
-                                      "fold": [None]}
+AXES = ("model", "width", "parallel", "bridge", "seed", "fold")        # the crossing order (fold fastest)
+DEFAULT_AXES: dict[str, list[Any]] = {"model": ["ultralight"], "width": [1.0], "parallel": [4], "bridge": [True],
+                                      "seed": [42], "fold": [None]}
 GRID_KEYS = ("name", "profile", "data", "test_on", "set", "cross", *AXES)
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -83,12 +85,14 @@ def _values(axis: str, value: Any, where: str) -> list[Any]:
         if axis == "model" and isinstance(item, str):
             _plain_name("model", item, where)
         ok = {"model": isinstance(item, str) and item != "",
+              "width": type(item) in (int, float) and 0 < item <= 16,
               "parallel": type(item) is int and item in (1, 2, 4),
               "bridge": isinstance(item, bool),
               "seed": type(item) is int,
               "fold": item is None or (type(item) is int and item >= 0)}[axis]
         if not ok:
-            expected = {"model": "a model name", "parallel": "1, 2 or 4", "bridge": "true or false",
+            expected = {"model": "a model name", "width": "a channel multiplier in (0, 16]",
+                        "parallel": "1, 2 or 4", "bridge": "true or false",
                         "seed": "an integer", "fold": "an integer >= 0 or null"}[axis]
             raise UlvmError(f"{where}: '{axis}' value {item!r} is not {expected}")
     return values
@@ -134,9 +138,9 @@ def parse_grid(spec: Any, source: str = "<grid>") -> Grid:
             raise UlvmError(f"{where}: unknown key(s) {', '.join(map(repr, wrong))}; known: {', '.join(AXES)}, set")
         axes = {**DEFAULT_AXES, **base, **{axis: _values(axis, cross[axis], where) for axis in AXES if axis in cross}}
         overrides = {**base_set, **_overrides(cross.get("set"), where)}
-        for model, parallel, bridge, seed, fold in itertools.product(*(axes[axis] for axis in AXES)):
+        for model, width, parallel, bridge, seed, fold in itertools.product(*(axes[axis] for axis in AXES)):
             try:
-                jobs.append(Job.of(parallel, bridge, fold, seed, model, profile, overrides))
+                jobs.append(Job.of(parallel, bridge, fold, seed, model, profile, overrides, width=float(width)))
             except UlvmError as error:
                 raise UlvmError(f"{where}: {error}") from None
     seen: set[str] = set()
