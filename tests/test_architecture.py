@@ -16,7 +16,7 @@ LEVELS = {
     "model": 3, "baselines": 3, "data": 3,
     "complexity": 4, "checkpoint": 4, "graphs": 4, "optim": 4, "inference": 4, "runs": 4, "pretrained": 4,
     "train": 5, "evaluate": 5, "bench": 5, "prediction": 5, "export": 5,
-    "experiments": 6, "sweep": 6, "throughput": 6, "book": 6, "reproduce": 6, "plots": 6,
+    "experiments": 6, "sweep": 6, "throughput": 6, "book": 6, "reproduce": 6, "plots": 6, "tryit": 6,
     "cli": 7, "__init__": 7, "__main__": 7,
 }
 LOWER_ROOMS = ("data", "model", "ssm", "cpp", "config")
