@@ -271,7 +271,11 @@
       return;
     }
     say("ready", "Ready: choose or drop a JPEG or PNG image, or try a sample.");
-    $("tryit-file").addEventListener("change", (event) => event.target.files[0] && run(event.target.files[0]));
+    $("tryit-file").addEventListener("change", (event) => {
+      const file = event.target.files[0];
+      event.target.value = "";                               // so that choosing the same file again runs again
+      if (file) run(file);
+    });
     const drop = $("tryit-drop");
     drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("tryit-over"); });
     drop.addEventListener("dragleave", () => drop.classList.remove("tryit-over"));

@@ -127,11 +127,21 @@ class TryItPage:
         self.page = page
         started = time.perf_counter()
         page.goto(url)
-        page.wait_for_function("['ready', 'error'].includes(document.getElementById('tryit-status').dataset.state)",
-                               timeout=TIMEOUT_MS)
+        self._wait_for("['ready', 'error']", url)
         self.load_seconds = time.perf_counter() - started          # page, runtime and model, from a local server
         if self.status()[0] != "ready":
             raise UlvmError(f"{url}: the page did not load its model: {self.status()[1]}")
+
+    def _wait_for(self, states: str, what) -> None:
+        """Wait until the page's status is one of `states` (a JavaScript array), or say where it stopped."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            self.page.wait_for_function(
+                f"{states}.includes(document.getElementById('tryit-status').dataset.state)", timeout=TIMEOUT_MS)
+        except PlaywrightTimeout:
+            raise UlvmError(f"{what}: the page gave no answer in {TIMEOUT_MS / 1000:.0f} s; its status: "
+                            f"{self.status()}") from None
 
     def status(self) -> tuple[str, str]:
         return tuple(self.page.evaluate("(s => [s.dataset.state, s.textContent])"
@@ -141,8 +151,7 @@ class TryItPage:
         """Give `image` to the page's file input, wait for its answer, read the mask back."""
         self.page.evaluate("document.getElementById('tryit-status').dataset.state = 'submitted'")
         self.page.set_input_files("#tryit-file", str(image))
-        self.page.wait_for_function(
-            "['done', 'error'].includes(document.getElementById('tryit-status').dataset.state)", timeout=TIMEOUT_MS)
+        self._wait_for("['done', 'error']", image)
         state, message = self.status()
         if state != "done":
             return PageResult(state, message)
