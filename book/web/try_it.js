@@ -16,6 +16,8 @@
 //   6. lesion where probability >= 0.5.
 // What can still differ from Python: the JPEG decoder (Chromium's against Pillow's libjpeg) and the model's
 // float arithmetic (WebAssembly against PyTorch); the book's browser test measures the two masks' agreement.
+// Rarer files differ more: a 16-bit image reaches this script as 8 bits (Python stretches a 16-bit grey one
+// by its range), and a transparent pixel's colour is lost in the canvas (Pillow keeps it and drops alpha).
 (() => {
   "use strict";
 
@@ -182,7 +184,8 @@
     if (width * height > MAX_PIXELS) {
       bitmap.close();
       throw new InputError(`${file.name}: ${width} × ${height} pixels (${(width * height / 1e6).toFixed(0)} ` +
-                           `megapixels) is more than this page handles (${MAX_PIXELS / 1e6}); scale it down, ` +
+                           `megapixels) is more than this page handles (${MAX_PIXELS / 1e6} megapixels at most); ` +
+                           "scale it down, " +
                            "or use `ulvm predict`, which takes any size");
     }
     const canvas = new OffscreenCanvas(width, height);

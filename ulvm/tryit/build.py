@@ -58,8 +58,8 @@ def install_runtime(root: Path, force: bool = False) -> Path:
     process = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=web,
                              capture_output=True, text=True)
     if process.returncode != 0:
-        raise UlvmError(f"npm ci in {web} failed (exit {process.returncode}): "
-                        f"{(process.stderr or process.stdout).strip().splitlines()[-1:]}")
+        last_line = ((process.stderr or process.stdout).strip().splitlines() or ["no output"])[-1]
+        raise UlvmError(f"npm ci in {web} failed (exit {process.returncode}): {last_line}")
     missing = [name for name in RUNTIME_FILES if not (runtime_folder(root) / name).is_file()]
     if missing:
         raise UlvmError(f"{runtime_folder(root)}: {', '.join(missing)} missing: not the onnxruntime-web this page "
