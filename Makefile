@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: install lint test test-fast reproduce book clean
+.PHONY: install lint test test-fast reproduce book try-it clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP) lint
+test: $(STAMP) lint try-it
 	$(BIN)/python -m pytest
 
 # lint and import order (ruff, configured in pyproject.toml)
@@ -32,9 +32,14 @@ reproduce: $(STAMP)
 	$(BIN)/ulvm reproduce --profile $(PROFILE) $(ARGS)
 	if [ "$(PROFILE)" = quick ]; then $(MAKE) book; fi
 
-book: $(STAMP)
+book: $(STAMP) try-it
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
+# The Try it page's files: onnxruntime-web from the npm registry (once; needs node and npm), the shipped
+# weights exported to ONNX, into book/web/build/ (git-ignored), which the book copies into its HTML.
+try-it: $(STAMP)
+	$(BIN)/ulvm try-it
+
 clean:
-	rm -rf _build book/executed figures/generated
+	rm -rf _build book/executed figures/generated book/web/build

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ulvm.report.reproduce import reproduce
+from ulvm.tryit import build_site
 
 REPO = Path(__file__).resolve().parents[1]
 _done: dict[str, object] = {}
@@ -37,9 +38,11 @@ def executed_notebooks():
 
 
 def built_book() -> Path:
-    """Build the book (warnings are errors) from the executed notebooks; return the HTML folder."""
+    """Build the book (warnings are errors) from the executed notebooks and the Try it page's files (as
+    `make book` does); return the HTML folder."""
     def build() -> Path:
         executed_notebooks()
+        build_site(REPO)
         out = Path(tempfile.mkdtemp(prefix="ulvm-book-"))
         jupyter_book = Path(sys.executable).with_name("jupyter-book")
         proc = subprocess.run([str(jupyter_book), "build", str(REPO), "--path-output", str(out),

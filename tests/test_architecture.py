@@ -18,7 +18,7 @@ LEVELS = {
     "registry": 5, "complexity": 5,
     "engine": 6,
     "deploy": 7, "sweeps": 7,
-    "report": 8,
+    "report": 8, "tryit": 8,
     "cli": 9, "__init__": 9, "__main__": 9,
 }
 LOWER_ROOMS = ("data", "model", "ssm", "cpp", "config")

@@ -11,9 +11,9 @@ import os
 import sys
 
 from ..errors import UlvmError
-from . import book, data, deploy, engine, explain, model, sweep
+from . import book, data, deploy, engine, explain, model, sweep, tryit
 
-GROUPS = (model, data, engine, sweep, deploy, explain, book)
+GROUPS = (model, data, engine, sweep, deploy, explain, book, tryit)
 
 
 def build_parser() -> argparse.ArgumentParser:
