@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...paper import PAPER_PVM_SETTINGS, PAPER_RESULTS
+from .records import MODEL_LABELS
 from .statistics import consistency, per_seed
 
 if TYPE_CHECKING:
@@ -50,8 +51,10 @@ def _configuration_claim(claim: str, paper: str, rows: pd.DataFrame, supported: 
     """A claim about configurations from `seed_level_table` rows: ✓ when every row's verdict is
     `supported`, ✗ when one says the opposite, else open (no difference detectable with these seeds)."""
     verdicts = list(rows["verdict"])
-    shown = "; ".join(f"{r['dataset']} {r['other']}: {r['difference (points)']:+.2f} points"
-                      for _, r in rows.iterrows())
+    shown = "; ".join(
+        f"×4 minus {MODEL_LABELS.get(other, other)}: "
+        + ", ".join(f"{r['dataset']} {r['difference (points)']:+.2f}" for _, r in group.iterrows())
+        for other, group in rows.groupby("other", sort=False)) + " DSC points"
     if all(v == supported for v in verdicts):
         mark = PASS
     elif any(v not in (supported, "no evidence of a difference") for v in verdicts):
