@@ -27,8 +27,9 @@ def test_params_vs_dsc_figure_draws_one_point_per_recorded_model():
     recorded = _recorded_comparison()
     fig = params_vs_dsc_figure({"ultralight": 49_457, "malunet": 175_000, "vmunet": 27e6}, recorded)
     assert len(fig.axes) == 2 and all(ax.get_xscale() == "log" for ax in fig.axes)
-    texts = [t.get_text() for t in fig.axes[0].texts]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts == ["UltraLight VM-UNet ×4 (5)", "MALUNet (3)"]       # VM-UNet has no test records
+    assert not fig.axes[0].texts                                        # no label beside a point
     means = seed_means(recorded["ISIC2017"])
     assert means.loc["×4", "count"] == 5 and means.loc["malunet", "mean"] > 0.8
     plt_close(fig)

@@ -183,10 +183,14 @@ def best_median_worst_figure(model, data, record: dict, split: str = "test", siz
 def params_vs_dsc_figure(params: dict, recorded: dict[str, pd.DataFrame], ours: str = "ultralight",
                          reference: str = "×4", metric: str = "DSC", width: float = 5.2):
     """Parameters (log axis) against the pooled `metric`, one panel per dataset of `recorded`: one point per
-    model (mean over its seeds, error bar one standard deviation), UltraLight VM-UNet (`ours`) highlighted.
-    `params`: model name -> parameter count; models without runs in a dataset are left out of its panel.
-    Returns the figure."""
+    model (mean over its seeds, error bar one standard deviation), UltraLight VM-UNet (`ours`) a red star.
+    Models are named in one legend under the panels ("name (seeds)"), not beside their points: EGE-UNet
+    sits almost on the star. `params`: model name -> parameter count; models without runs in a dataset are
+    left out of its panel. Returns the figure."""
     fig, axes = plt.subplots(1, len(recorded), figsize=(width * len(recorded), 3.6), squeeze=False)
+    palette = iter(["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#ff7f0e", "#17becf", "#7f7f7f"])
+    colours = {model: "#d62728" if model == ours else next(palette) for model in params}
+    legend = {}
     for ax, (dataset, runs) in zip(axes.flat, recorded.items()):
         stats = seed_means(runs, metric) if len(runs) else None
         for model, count in params.items():
@@ -195,19 +199,16 @@ def params_vs_dsc_figure(params: dict, recorded: dict[str, pd.DataFrame], ours: 
                 continue
             row = stats.loc[name]
             mine = model == ours
-            ax.errorbar(count, row["mean"], yerr=0 if row["count"] < 2 else row["std"], capsize=3,
-                        fmt="*" if mine else "o", ms=13 if mine else 6, color="#d62728" if mine else "#1f77b4",
-                        zorder=3 if mine else 2)
-            # ours labelled to the left, the others to the right: EGE-UNet (about as many parameters and
-            # the same DSC) sits right beside the star, and the two labels must not cover each other
-            ax.annotate(f"{MODEL_LABELS.get(model, model)} ({int(row['count'])})", (count, row["mean"]),
-                        textcoords="offset points", xytext=(-10, -16) if mine else (7, 6), fontsize=8,
-                        ha="right" if mine else "left", fontweight="bold" if mine else "normal",
-                        color="#d62728" if mine else "black")
+            handle = ax.errorbar(count, row["mean"], yerr=0 if row["count"] < 2 else row["std"], capsize=3,
+                                 fmt="*" if mine else "o", ms=13 if mine else 7, color=colours[model],
+                                 zorder=3 if mine else 2)
+            legend.setdefault(f"{MODEL_LABELS.get(model, model)} ({int(row['count'])})", handle)
         ax.set_xscale("log")
         ax.set(xlabel="parameters (log scale)", ylabel=f"pooled {metric}, mean ± std over seeds", title=dataset)
-        ax.margins(x=0.25, y=0.2)
-    fig.tight_layout()
+        ax.margins(x=0.15, y=0.15)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 5), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
