@@ -270,8 +270,9 @@ def test_this_build_table_flags_inconsistent_rows_and_says_what_is_not_comparabl
     assert table.loc["×1", "verdict"] == "not run"
     assert table.loc["×2", "difference (points)"] == pytest.approx(-3.0)
     quick = fresh.assign(profile="quick", **{"data hash": "synthetic"})
-    verdicts = this_build_table({"ISIC2017": (book, quick)})["verdict"]
-    assert verdicts.str.startswith("not comparable: profile quick").sum() == 3
+    quick_table = this_build_table({"ISIC2017": (book, quick)})
+    assert quick_table["verdict"].str.startswith("not comparable: profile quick").sum() == 3
+    assert quick_table["difference (points)"].isna().all()       # not judged, not compared
 
 
 # ---- the paper's claims ---------------------------------------------------------------------------------

@@ -199,6 +199,7 @@ def this_build_table(recorded: dict[str, tuple[pd.DataFrame, pd.DataFrame]], con
     std of each side, the difference this build minus the record in DSC points, its interval and the
     verdict ("✓ consistent", "✗ inconsistent", "not run", or "not comparable: why"), by `consistency`
     with Bonferroni over the rows of the table."""
+    import numpy as np
     import pandas as pd
 
     rows = []
@@ -220,7 +221,7 @@ def this_build_table(recorded: dict[str, tuple[pd.DataFrame, pd.DataFrame]], con
         table.append({"dataset": dataset, "configuration": name, "record runs": len(book),
                       f"record {metric}": mean_std(book), "this build runs": len(mine),
                       f"this build {metric}": mean_std(mine) if len(mine) else "—",
-                      "difference (points)": verdict["difference"] / POINT,
+                      "difference (points)": np.nan if why_not else verdict["difference"] / POINT,
                       "interval (points)": _interval(verdict) if len(mine) and not why_not else "—",
                       "verdict": label})
     return pd.DataFrame(table)
