@@ -160,7 +160,8 @@ def recorded_folder(trained_on: str, tested_on: str, results: str | os.PathLike 
 
 
 def recorded_runs(trained_on: str, tested_on: str, results: str | os.PathLike = "book/results") -> pd.DataFrame:
-    """A recorded result set as `ulvm.report.plots.runs_table` rows (empty when it is not in this checkout)."""
-    from .plots import load_recorded_runs
+    """A recorded result set as `ulvm.report.results.runs_table` rows (empty when it is not in this
+    checkout). `results` may also be a fresh build's results folder in the same layout (`results_root`)."""
+    from .results import load_recorded_runs
 
     return load_recorded_runs(recorded_folder(trained_on, tested_on, results))
