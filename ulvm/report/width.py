@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..paper import PAPER_PVM_SETTINGS
 from .book import resolve
-from .plots import read_json_folder
+from .results import read_json_folder
 
 SEEDS = (42, 43, 44)
 WIDTHS = (0.125, 0.25, 0.5, 1.0, 2.0)      # book/grids/width.yaml's widths, and width 1 from the ISIC2017 grid
