@@ -193,3 +193,19 @@ def test_prepare_help_explains_every_argument(capsys, monkeypatch):
     for words in ("KIND", "--all-test", "--min-size PIXELS", "a multiple of 32", "refused, never deleted",
                   "examples:", "Empty masks"):
         assert words in text
+
+
+def test_official_split_on_a_synthetic_isic_folder(tmp_path, capsys):
+    src = make_isic_tree(tmp_path / "raw", 12, year=2017)
+    out = tmp_path / "prepared"
+    assert cli_main(["prepare", "isic2017", "--src", str(src), "--out", str(out), "--size", "32",
+                 "--counts", "6", "2", "4", "--split", "official", "--folds", "0", "--workers", "1"]) == 0
+    assert "official, contiguous" in capsys.readouterr().out
+    data = load_prepared(out)
+    ids = sorted(data.ids)
+    assert [data.ids[i] for i in data.indices("train")] == ids[:6]
+    assert [data.ids[i] for i in data.indices("val")] == ids[6:8]
+    assert [data.ids[i] for i in data.indices("test")] == ids[8:]
+    assert "--split official" in data.manifest["command"]
+    with pytest.raises(DataError, match="unknown split method 'random'"):
+        prepare("isic2017", src, tmp_path / "other", size=32, split_method="random")
