@@ -1,4 +1,6 @@
 """The book's diagrams are drawn from the model: shapes recorded by hooks, a causal receptive field."""
+import inspect
+
 import torch
 
 from ulvm.model import PVMLayer, UltraLightVMUNet
@@ -27,3 +29,14 @@ def test_receptive_field_of_a_causal_scan_ends_at_the_pixel():
     token = 2 * 5 + 1
     assert (field[token + 1:] == 0).all() and (field[:token + 1] > 0).all()
     assert (token_receptive_field(layer, 8, 4, 5, pixel=(0, 0)).flatten()[1:] == 0).all()
+
+
+def test_printed_source_moves_long_trailing_comments_above_their_line():
+    from ulvm.report.book import source_for_page
+
+    text = source_for_page(Mamba.forward, width=88)
+    assert "    # causal: drop look-ahead\n    x = fused_conv if fused_conv" in text
+    code = [line.split("  #")[0].rstrip() for line in text.splitlines() if not line.lstrip().startswith("#")]
+    original = [line.split("  #")[0].rstrip() for line in inspect.getsource(Mamba.forward).splitlines()
+                if not line.lstrip().startswith("#")]
+    assert code == [line[4:] if line.startswith("    ") else line for line in original]   # the code unchanged
