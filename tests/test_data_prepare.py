@@ -234,3 +234,19 @@ def test_the_shared_datasets_prepare_to_the_data_the_books_records_name(realdata
     isic = load_prepared(prepare("isic2017", realdata / "ISIC2017", tmp_path / "isic2017", workers=2), verify=False)
     assert isic.content_hash == _recorded_content_hash("isic2017/test_isic2017", "baselines/test_isic2017",
                                                        "ph2_transfer/test_isic2017")
+
+
+def test_official_split_on_a_synthetic_isic_folder(tmp_path, capsys):
+    src = make_isic_tree(tmp_path / "raw", 12, year=2017)
+    out = tmp_path / "prepared"
+    assert cli_main(["prepare", "isic2017", "--src", str(src), "--out", str(out), "--size", "32",
+                 "--counts", "6", "2", "4", "--split", "official", "--folds", "0", "--workers", "1"]) == 0
+    assert "official, contiguous" in capsys.readouterr().out
+    data = load_prepared(out)
+    ids = sorted(data.ids)
+    assert [data.ids[i] for i in data.indices("train")] == ids[:6]
+    assert [data.ids[i] for i in data.indices("val")] == ids[6:8]
+    assert [data.ids[i] for i in data.indices("test")] == ids[8:]
+    assert "--split official" in data.manifest["command"]
+    with pytest.raises(DataError, match="unknown split method 'random'"):
+        prepare("isic2017", src, tmp_path / "other", size=32, split_method="random")

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from ulvm.data.splits import PAPER_COUNTS, kfold_splits, normalize_counts, seeded_split
+from ulvm.data.splits import PAPER_COUNTS, kfold_splits, normalize_counts, official_split, seeded_split
 from ulvm.errors import DataError
 
 
@@ -84,3 +84,13 @@ def test_kfold_validation_is_stratified():
 def test_kfold_too_few_images():
     with pytest.raises(DataError, match="empty"):
         kfold_splits(["a", "b"], None, 2, seed=0)  # each fold: 1 test, 1 val, 0 train
+
+
+def test_official_split_is_contiguous_slices_of_the_sorted_ids():
+    ids = isic_ids(2000)
+    shuffled = ids[:]
+    random.Random(3).shuffle(shuffled)                        # a glob listing in any order
+    parts = official_split(shuffled, normalize_counts(PAPER_COUNTS["isic2017"], 2000, "isic2017"))
+    # the official Prepare_ISIC2017.py slices [0:1250], [1250:1400], [1400:2000]
+    assert parts == {"train": ids[0:1250], "val": ids[1250:1400], "test": ids[1400:2000]}
+    assert parts != seeded_split(ids, PAPER_COUNTS["isic2017"], 42)

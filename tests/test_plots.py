@@ -70,3 +70,12 @@ def test_throughput_table_keeps_measured_rows_and_counts_gpus():
     fig = throughput_figure(table, goal=6)
     assert len(fig.axes[0].lines) == 4                                  # two curves, two goal lines
     assert grid_minutes(14.4, runs=14, epochs=250) == pytest.approx(14 * 250 / 14.4)
+
+
+def test_throughput_figure_does_not_merge_neighbouring_tick_labels():
+    from ulvm.report.plots import throughput_figure
+
+    table = pd.DataFrame({"record": "r", "MPS": "on", "K": [1, 2, 4, 8, 14, 16, 24, 32],
+                          "images / s": [1000, 1900, 3500, 5000, 5600, 5800, 6000, 6100]})
+    labels = [tick.get_text() for tick in throughput_figure(table).axes[0].get_xticklabels()]
+    assert labels == ["1", "2", "4", "8", "14", "", "24", "32"]   # 16 sits too close to 14 on a log axis

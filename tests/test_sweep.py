@@ -45,6 +45,9 @@ def test_book_grid_files_give_the_recorded_grids_in_order():
     transfer = load_grid(GRIDS / "ph2_transfer.yaml")
     assert [job.name for job in transfer.jobs] == ["p4_b1_f0_s42"] and transfer.test_sets() == ["ph2", "isic2017"]
     assert all(job.config.profile_name == "paper" for job in isic.jobs)
+    official = load_grid(GRIDS / "isic2017_official_split.yaml")      # pending: trained on a GPU
+    assert [job.name for job in official.jobs] == [f"p4_b1_s{s}" for s in (42, 43, 44)]
+    assert official.test_sets() == ["isic2017_official", "ph2"] and official.jobs[0].config.profile_name == "paper"
 
 
 def test_grid_expansion_models_and_overrides(tmp_path):

@@ -63,6 +63,10 @@ def register(sub) -> None:
                              "paper's for ISIC, all test for PH2, 70/10/20%% for folders)")
     counts.add_argument("--all-test", action="store_true",
                         help="every image in the test split and no folds: an external test set")
+    split.add_argument("--split", dest="split_method", choices=("seeded", "official"), default="seeded",
+                       help="seeded (default): sorted ids permuted with --seed, then cut; official: sorted "
+                            "ids cut into contiguous train/val/test parts, as the official ISIC 2017 script "
+                            "slices its list ([0:1250], [1250:1400], [1400:2000])")
     split.add_argument("--folds", type=int, default=None, metavar="K",
                        help="also write K cross-validation folds, stratified by diagnosis where known "
                             "(default 5; 0: none; skipped with a note below 2K images)")
@@ -109,12 +113,14 @@ def _prepare(args) -> int:
                   all_test=args.all_test, folds=args.folds, fold_val_fraction=args.fold_val_fraction,
                   overwrite=args.overwrite,
                   allow_soft_masks=args.allow_soft_masks, mask_suffix=args.mask_suffix,
-                  check_inverted=args.check_inverted, workers=args.workers, min_size=args.min_size)
+                  check_inverted=args.check_inverted, workers=args.workers, min_size=args.min_size,
+                  split_method=args.split_method)
     seconds = time.perf_counter() - start
     prepared = load_prepared(out)
     splits = ", ".join(f"{name} {len(prepared.indices(name))}" for name in prepared.split_names())
     print(f"prepared {len(prepared)} images in {seconds:.1f} s -> {out}")
-    print(f"split (seed {args.seed}): {splits}; {prepared.folds} folds; manifest sha256 {prepared.manifest_hash[:16]}")
+    how = "official, contiguous" if args.split_method == "official" else f"seed {args.seed}"
+    print(f"split ({how}): {splits}; {prepared.folds} folds; manifest sha256 {prepared.manifest_hash[:16]}")
     print(f"content sha256 {prepared.content_hash[:16]} (scheme {prepared.content_scheme}: the pixels, size, split "
           "and folds; the records of runs on this data name it)")
     return 0

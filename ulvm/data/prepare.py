@@ -46,7 +46,8 @@ from ..io import (
 from ..progress import progress_bar
 from .checks import file_sha256, read_image, read_mask
 from .layouts import RawSample, raw_samples
-from .splits import DEFAULT_FOLD_VAL_FRACTION, PAPER_COUNTS, SPLITS, kfold_splits, normalize_counts, seeded_split
+from .splits import (DEFAULT_FOLD_VAL_FRACTION, PAPER_COUNTS, SPLIT_METHODS, SPLITS, kfold_splits, normalize_counts,
+                     official_split, seeded_split)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _prepare_sample(sample: RawSample, *, src: Path, out: Path, size: int, allow
 
 
 def _command(kind, src, out, size, seed, counts, folds, fold_val_fraction, allow_soft_masks, mask_suffix,
-             check_inverted, min_size, all_test) -> str:
+             check_inverted, min_size, all_test, split_method="seeded") -> str:
     """The `ulvm prepare` command line that reproduces this preparation."""
     words = ["ulvm", "prepare", kind, "--src", str(src), "--out", str(out), "--size", str(size),
              "--seed", str(seed)]
@@ -122,6 +123,8 @@ def _command(kind, src, out, size, seed, counts, folds, fold_val_fraction, allow
             words += ["--fold-val-fraction", str(fold_val_fraction)]
     if counts is not None:
         words += ["--counts", *(str(counts.get(name, 0)) for name in SPLITS)]
+    if split_method != "seeded":
+        words += ["--split", split_method]
     if allow_soft_masks:
         words.append("--allow-soft-masks")
     if mask_suffix is not None:
@@ -218,7 +221,7 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
             counts=None, folds: int | None = None, overwrite: bool = False, allow_soft_masks: bool = False,
             mask_suffix: str | None = None, check_inverted: bool | None = None,
             fold_val_fraction: float = DEFAULT_FOLD_VAL_FRACTION, workers: int | None = None,
-            min_size: int | None = None, all_test: bool = False) -> Path:
+            min_size: int | None = None, all_test: bool = False, split_method: str = "seeded") -> Path:
     """Prepare a raw dataset of `kind` ("isic2017", "isic2018", "ph2", "folder") from `src` into `out`.
 
     counts: {split: n} or (train, val, test); default: the paper's counts (ISIC), all images as test
@@ -227,10 +230,14 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
     k-fold CV splits (default 5; 0: none; skipped with a note when there are fewer than 2k images). check_inverted: reject masks that look inverted (default: on
     for custom folders, off for the official datasets, whose convention is known). min_size: refuse
     (DataError naming the file) an image whose shorter side is below it; smaller images than `size` are
-    otherwise accepted, upscaled, and listed in the manifest's `small_images`. Returns `out`.
+    otherwise accepted, upscaled, and listed in the manifest's `small_images`. split_method: "seeded"
+    (sorted ids, permuted with `seed`, then cut) or "official" (sorted ids cut into contiguous parts, as the
+    official ISIC 2017 script slices its list; `seed` then only draws the folds). Returns `out`.
     """
     if kind not in KINDS:
         raise DataError(f"unknown dataset kind {kind!r} ({', '.join(KINDS)})")
+    if split_method not in SPLIT_METHODS:
+        raise DataError(f"unknown split method {split_method!r} ({', '.join(SPLIT_METHODS)})")
     src_given, out_given, src, out = src, out, Path(src), Path(out)
     _check_out(src, out, overwrite)
     if size <= 0 or size % 32:
@@ -247,10 +254,13 @@ def prepare(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, size: 
         counts = {"test": len(ids)}
     split_counts = normalize_counts(counts if counts is not None else _default_counts(kind, len(ids), str(src)),
                                     len(ids), str(src))
-    split = seeded_split(ids, split_counts, seed)
+    if split_method == "official":
+        split = official_split(ids, split_counts)
+    else:
+        split = seeded_split(ids, split_counts, seed)
     explicit_counts = split_counts if counts is not None and not all_test else None
     command = _command(kind, src_given, out_given, size, seed, explicit_counts, folds, fold_val_fraction,
-                       allow_soft_masks, mask_suffix, check_inverted, min_size, all_test)
+                       allow_soft_masks, mask_suffix, check_inverted, min_size, all_test, split_method)
     if check_inverted is None:
         check_inverted = kind == "folder"
     notes = ["every image in the test split (--all-test): no folds"] if all_test else []

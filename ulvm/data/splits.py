@@ -56,6 +56,26 @@ def normalize_counts(counts, n: int, where: str) -> dict[str, int]:
     return counts
 
 
+SPLIT_METHODS = ("seeded", "official")
+
+
+def official_split(ids: Sequence[str], counts: dict[str, int]) -> dict[str, list[str]]:
+    """Sort, then cut into CONTIGUOUS parts of the given sizes, in train, val, test order (no seed).
+
+    Twin of the official `dataprepare/Prepare_ISIC2017.py`, which slices its image list [0:1250],
+    [1250:1400], [1400:2000] with no shuffling; its list comes from `glob`, ours is sorted so that the
+    split is the same on every machine. ISIC ids are roughly in acquisition order, so this test set is
+    the last 600 ids, not a random sample.
+    """
+    ordered = sorted(ids)
+    parts, start = {}, 0
+    for name in SPLITS:
+        if name in counts:
+            parts[name] = ordered[start:start + counts[name]]
+            start += counts[name]
+    return parts
+
+
 def seeded_split(ids: Sequence[str], counts: dict[str, int], seed: int) -> dict[str, list[str]]:
     """Sort, permute with `seed`, cut into consecutive parts of the given sizes (each part sorted)."""
     ordered = sorted(ids)

@@ -3,6 +3,8 @@ result sets recorded on other machines, and "reuse a finished run or train it" i
 
 Paths in notebook parameters are relative to the project root (the folder holding `_toc.yml`), so a
 notebook runs the same from JupyterLab (working directory `notebooks/`) and from papermill.
+`source_for_page(obj)` is the source of a function as "this is the code" cells print it, fitted to the
+page's text column.
 `train_or_reuse(config, data, run_dir, settings)` returns the `TrainResult` of the run in `run_dir` when it
 finished with exactly `config` on `data` (re-executing the book costs nothing), else trains (or resumes) it:
 the quick profile's demo. Paper-scale runs come from the sweep only (`sweep_run`); `book_run` picks by profile.
@@ -165,3 +167,37 @@ def recorded_runs(trained_on: str, tested_on: str, results: str | os.PathLike = 
     from .results import load_recorded_runs
 
     return load_recorded_runs(recorded_folder(trained_on, tested_on, results))
+
+
+def source_for_page(obj, width: int = 88) -> str:
+    """The source of `obj` as the book prints it: dedented, every trailing comment that would push its line
+    past `width` characters moved onto its own line above, and long comment lines wrapped (the code itself
+    is unchanged; a code line longer than `width` stays as it is)."""
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    lines = []
+    for line in textwrap.dedent(inspect.getsource(obj)).splitlines():
+        comments = []
+        if len(line) > width and "#" in line:
+            try:
+                tokens = tokenize.generate_tokens(io.StringIO(line + "\n").readline)
+                comments = [t for t in tokens if t.type == tokenize.COMMENT]
+            except (tokenize.TokenError, SyntaxError, IndentationError):
+                comments = []     # a line inside a bracket or string: leave it as it is
+        code = line[:comments[-1].start[1]].rstrip() if comments else ""
+        indent = line[:len(line) - len(line.lstrip())]
+        if code.strip():
+            comment, line = comments[-1].string, code
+        elif line.lstrip().startswith("#") and len(line) > width:
+            comment, line = line.strip(), None
+        else:
+            comment = None
+        if comment:
+            text = comment.lstrip("#").strip()
+            lines += textwrap.wrap(text, width, initial_indent=indent + "# ", subsequent_indent=indent + "# ")
+        if line is not None:
+            lines.append(line)
+    return "\n".join(lines)

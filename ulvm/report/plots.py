@@ -240,6 +240,13 @@ def throughput_figure(table: pd.DataFrame, goal: float | None = None) -> plt.Fig
         if goal and not single.empty:
             ax.axhline(goal * single.iloc[0], color=line.get_color(), ls=":", lw=1)
     ax.set(xscale="log", xlabel="runs at once (K)", ylabel="training images / s, all runs")
-    ax.set_xticks(sorted(table["K"].unique()), [str(k) for k in sorted(table["K"].unique())])
+    ks = sorted(table["K"].unique())
+    # on a log axis neighbours such as 14 and 16 would print as one "1416": label a K only when it is at
+    # least 25% above the last labelled one (the others keep an unlabelled tick)
+    labelled = []
+    for k in ks:
+        if not labelled or k >= 1.25 * labelled[-1]:
+            labelled.append(k)
+    ax.set_xticks(ks, [str(k) if k in labelled else "" for k in ks])
     ax.legend(fontsize=8)
     return fig
