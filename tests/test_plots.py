@@ -73,6 +73,8 @@ def test_throughput_table_keeps_measured_rows_and_counts_gpus():
 
 
 def test_throughput_figure_does_not_merge_neighbouring_tick_labels():
+    import pandas as pd
+
     from ulvm.report.plots import throughput_figure
 
     table = pd.DataFrame({"record": "r", "MPS": "on", "K": [1, 2, 4, 8, 14, 16, 24, 32],
