@@ -45,11 +45,13 @@ def _states(u, dt, A, B, h_before):
 
 
 @triton.jit
-def _row(row, A_ptr, D_ptr, bias_ptr, n_channels, length, n_state,
+def _row(row, A_ptr, D_ptr, bias_ptr, n_channels, group_channels, length, n_state,
          HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr):
-    """What one program (row = b * D + d) needs: offsets, state indices and its channel's A, bias and D."""
+    """What one program (row = b * D + d) needs: offsets, state indices and its channel's A, bias and D.
+    B and C are (batch, G, N, L) with G = D / group_channels ((batch, N, L) is G = 1): row // group_channels
+    is the (b, g) pair whose B and C the row reads."""
     seq = row.to(tl.int64) * length                           # row's offset in u, Δ, z, y   (batch, D, L)
-    bc = (row // n_channels).to(tl.int64) * n_state * length  # sequence b's offset in B, C  (batch, N, L)
+    bc = (row // group_channels).to(tl.int64) * n_state * length   # its (b, g) offset in B, C  (batch, G, N, L)
     d = row % n_channels
     n = tl.arange(0, BLOCK_N)
     n_ok = n < n_state                                        # N padded to a power of two
@@ -65,12 +67,12 @@ def _row(row, A_ptr, D_ptr, bias_ptr, n_channels, length, n_state,
 
 @triton.jit
 def selective_scan_fwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, states_ptr,
-                       n_channels, length, n_state, n_chunks,
+                       n_channels, group_channels, length, n_state, n_chunks,
                        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                        SOFTPLUS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
     row = tl.program_id(0)
-    seq, bc, n, n_ok, A, bias, skip = _row(row, A_ptr, D_ptr, bias_ptr, n_channels, length, n_state,
-                                           HAS_D, HAS_BIAS, BLOCK_N)
+    seq, bc, n, n_ok, A, bias, skip = _row(row, A_ptr, D_ptr, bias_ptr, n_channels, group_channels, length,
+                                           n_state, HAS_D, HAS_BIAS, BLOCK_N)
     steps = tl.arange(0, BLOCK_L)
     h = tl.zeros([BLOCK_N], dtype=tl.float32)                              # h_{-1} = 0
     for chunk in range(0, n_chunks):
@@ -97,17 +99,17 @@ def selective_scan_fwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias
 @triton.jit
 def selective_scan_bwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dy_ptr,
                        du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr,
-                       n_channels, length, n_state, n_chunks,
+                       n_channels, group_channels, length, n_state, n_chunks,
                        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                        SOFTPLUS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
     """Chunks from last to first. With g_t = dLoss/dy_t (before the gate: times silu(z_t)), the adjoint
     λ_t = dLoss/dh_t obeys λ_t = C_t g_t + Ā_{t+1} λ_{t+1}: the same scan, reversed in time. Then
     dLoss/d(B̄_t u_t) = λ_t and dLoss/d(Δ_t A) = λ_t Ā_t h_{t-1} = λ_t (h_t - B̄_t u_t) (no h_{t-1} needed).
-    dB and dC sum over the D channels of a sequence: atomic adds, as in mamba-ssm. dA and dD are written
+    dB and dC sum over the channels of a (sequence, group): atomic adds, as in mamba-ssm. dA and dD are written
     per row and summed over the batch by the caller."""
     row = tl.program_id(0)
-    seq, bc, n, n_ok, A, bias, skip = _row(row, A_ptr, D_ptr, bias_ptr, n_channels, length, n_state,
-                                           HAS_D, HAS_BIAS, BLOCK_N)
+    seq, bc, n, n_ok, A, bias, skip = _row(row, A_ptr, D_ptr, bias_ptr, n_channels, group_channels, length,
+                                           n_state, HAS_D, HAS_BIAS, BLOCK_N)
     steps = tl.arange(0, BLOCK_L)
     lam_after = tl.zeros([BLOCK_N], dtype=tl.float32)     # λ at the first step of the chunk after this one
     dA = tl.zeros([BLOCK_N], dtype=tl.float32)

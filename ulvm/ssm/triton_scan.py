@@ -65,7 +65,8 @@ def _launch_shape(length: int, d_state: int) -> tuple[int, int, int]:
 
 
 # The two kernels as PyTorch custom operators: autograd connects them, and torch.compile treats each as
-# one opaque call (it does not trace into Triton launches). Inputs: contiguous fp32 on one device.
+# one opaque call (it does not trace into Triton launches). Inputs: contiguous fp32 on one device; B and C
+# (batch, N, L) or grouped (batch, G, N, L), as `ulvm.ssm.scan.selective_scan` takes them.
 
 @torch.library.custom_op("ulvm::selective_scan_fwd", mutates_args=())
 def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
@@ -78,7 +79,8 @@ def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: O
     y = torch.empty_like(u)
     states = u.new_empty(batch * d_inner, n_chunks, block_n)
     _kernels()[0].selective_scan_fwd[(batch * d_inner,)](
-        u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), y, states, d_inner, length, d_state, n_chunks,
+        u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), y, states,
+        d_inner, _group_channels(u, B), length, d_state, n_chunks,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
     return y, states
@@ -107,7 +109,7 @@ def scan_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: 
     _kernels()[0].selective_scan_bwd[(batch * d_inner,)](
         u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), states, dy,
         du, ddelta, dA_rows, dB, dC, dD_rows, dz if z is not None else du,
-        d_inner, length, d_state, n_chunks,
+        d_inner, _group_channels(u, B), length, d_state, n_chunks,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=delta_softplus, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
     dA = dA_rows.view(batch, d_inner, block_n).sum(0)[:, :d_state].contiguous()
@@ -122,6 +124,11 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, dy):
         return torch.empty_like(t) if t is not None else u.new_empty(0)
     return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), like(D), like(z), like(delta_bias))
+
+
+def _group_channels(u: Tensor, B: Tensor) -> int:
+    """Channels per group of B and C: (batch, G, N, L) serves D / G channels each; (batch, N, L) all D."""
+    return u.shape[1] // (B.shape[1] if B.dim() == 4 else 1)
 
 
 def _or(tensor, stand_in):
