@@ -98,7 +98,7 @@ def _assert_close(got, want):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("batch,groups,d_group,length", [(2, 4, 3, 19), (1, 2, 2, 1)])
+@pytest.mark.parametrize("batch,groups,d_group,length", [(2, 4, 3, 19), (1, 2, 2, 1), (2, 2, 8, 19)])
 def test_grouped_scan_equals_one_call_per_group(backend, batch, groups, d_group, length):
     inputs = _grouped_inputs(batch, groups, d_group, length, seed=length)
     _assert_close(_value_and_grads(_grouped(backend), inputs), _value_and_grads(_per_group(backend), inputs))

@@ -1,9 +1,12 @@
 """Epoch time of VM-UNet and LightM-UNet on one GPU, before and after SS2D's grouped scan, in ONE process.
 
-Not a test (pytest does not collect it): a measurement script kept beside the tests because "before" is
+Not a test (pytest does not collect it): a measurement script kept beside the tests because "before" uses
 `per_direction_scan_2d` of test_baselines_fast.py, the implementation the grouped call replaced (four scan
-calls a block). "after" is the modules as they are. For each model, variant and mode (eager, CUDA graph,
-torch.compile + CUDA graph) it times one epoch of the paper protocol on synthetic tensors of the paper's
+calls a block). Variants (VARIANTS): "before" = four calls, one channel per Triton program (the kernel's
+former launch); "grouped" = one grouped call, one channel per program; "after" = the modules and kernel
+settings as they are (one grouped call, up to `triton_scan.BLOCK_D` channels per program). LightM-UNet has
+no SS2D: its "before" is "grouped". For each mode (eager, CUDA graph, torch.compile + CUDA graph), model and
+variant it times one epoch of the paper protocol on synthetic tensors of the paper's
 shapes: 1250 training images of 3x256x256 at batch 8 (156 full batches through `ulvm.train.train_step`,
 graphed as `ulvm.train` graphs them, and the short batch of 2 eagerly beside the graph), then the
 validation pass over 150 images (`ulvm.inference.validate`). Left out against `ulvm train`'s epoch_time_s:
@@ -34,11 +37,13 @@ from ulvm.graphs import GraphedTrainStep  # noqa: E402
 from ulvm.inference import validate  # noqa: E402
 from ulvm.losses import loss_weights  # noqa: E402
 from ulvm.optim import build_optimizer  # noqa: E402
+from ulvm.ssm import triton_scan  # noqa: E402
 from ulvm.train import _step_model, train_step  # noqa: E402
 from ulvm.version import code_version  # noqa: E402
 
 TRAIN_IMAGES, VAL_IMAGES, SIZE = 1250, 150, 256
-GROUPED_SCAN_2D = SS2D.scan_2d
+VARIANTS = {"before": (per_direction_scan_2d, 1), "grouped": (SS2D.scan_2d, 1),
+            "after": (SS2D.scan_2d, triton_scan.BLOCK_D)}          # SS2D.scan_2d, channels per Triton program
 
 
 def time_epoch(name: str, mode: str, data, device) -> float:
@@ -100,7 +105,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--models", nargs="+", default=["vmunet", "lightmunet"])
     parser.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph", "compile+graph"])
-    parser.add_argument("--variants", nargs="+", default=["before", "after"], choices=["before", "after"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--profile", action="store_true", help="also print the top GPU kernels of eager steps")
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip what starts after this many seconds")
     args = parser.parse_args()
@@ -118,20 +123,20 @@ def main() -> None:
               "machine": {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__},
               "protocol": {"train_images": TRAIN_IMAGES, "val_images": VAL_IMAGES, "size": SIZE, "batch": 8,
                            "excluded": "batch augmentation, checkpoint writes"},
-              "variants": {"before": "SS2D as four per-direction scan calls (the replaced implementation)",
-                           "after": "SS2D as one grouped scan call"},
+              "variants": {"before": "SS2D as four per-direction scan calls, 1 channel per Triton program",
+                           "grouped": "SS2D as one grouped scan call, 1 channel per Triton program",
+                           "after": f"one grouped call, up to {triton_scan.BLOCK_D} channels per Triton program"},
               "epoch_s": {}}
     began = time.perf_counter()
-    for name in args.models:
-        # LightM-UNet has no SS2D: its two variants are the same code, so it is timed once
-        variants = args.variants if name == "vmunet" else ["after"]
-        for mode in args.modes:
-            for variant in variants:
+    for mode in args.modes:
+        for name in args.models:
+            # LightM-UNet has no SS2D: "before" and "grouped" are the same code, timed once (as "before")
+            for variant in [v for v in args.variants if name == "vmunet" or v != "grouped"]:
                 key = f"{name}/{variant}/{mode}"
                 if time.perf_counter() - began > args.budget_s:
                     record["epoch_s"][key] = "skipped: out of time budget"
                     continue
-                SS2D.scan_2d = per_direction_scan_2d if variant == "before" else GROUPED_SCAN_2D
+                SS2D.scan_2d, triton_scan.BLOCK_D = VARIANTS[variant]
                 try:
                     record["epoch_s"][key] = round(time_epoch(name, mode, data, device), 3)
                 except Exception as error:  # noqa: BLE001 - one failed path is a result, the others still run
