@@ -164,3 +164,20 @@ def test_vmunet_matches_the_per_direction_model_on_cuda(per_direction, mark):
     new = _ss2d_result(model, x)
     per_direction()
     _assert_close(new, _ss2d_result(model, x))
+
+
+@pytest.mark.parametrize("mark", [pytest.param(None, marks=CUDA)])
+def test_drop_path_draws_new_masks_at_every_graph_replay(mark):
+    """DropPath's bernoulli_ uses the default CUDA generator, which torch.cuda.graph registers: each replay
+    of a recorded step advances its offset, so VM-UNet's stochastic depth stays random in a graphed run."""
+    from ulvm.baselines.vmunet import drop_path
+    from ulvm.graphs import capture_cuda_graph
+
+    x = torch.ones(4096, 1, device="cuda")
+    replay = capture_cuda_graph(lambda: drop_path(x, 0.5, training=True))
+    first = replay().clone()
+    second = replay().clone()
+    assert not torch.equal(first, second)
+    for kept in (first, second):
+        assert set(kept.unique().tolist()) <= {0.0, 2.0}
+        assert 0.45 < (kept > 0).float().mean().item() < 0.55
