@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(bool(triton_scan.why_unavailable()),
                                 reason=f"needs triton: {triton_scan.why_unavailable()}")
 # (batch, D, L): the model's PVM scans on a GPU; on the CPU, 3 chunks of 32 steps, the last partial
 GPU_SHAPES = [(4, 24, 64), (4, 32, 64), (4, 16, 256), (4, 12, 1024), (2, 4, 1)]
-SHAPES = GPU_SHAPES if ON_GPU else [(2, 3, 80), (1, 2, 7), (1, 2, 1)]
+SHAPES = GPU_SHAPES if ON_GPU else [(2, 3, 80), (1, 2, 7), (1, 2, 1), (2, 8, 40)]   # D = 8: 4 channels a program
 
 
 def _on_device(inputs):

@@ -5,7 +5,9 @@ Official code: github.com/MrBlankness/LightM-UNet, `lightm-unet/nnunetv2/nets/Li
 `nnunetv2/training/nnUNetTrainer/nnUNetTrainerLightMUNet.py`: init_filters 32, blocks_down (1, 2, 2, 4),
 blocks_up (1, 1, 1), GroupNorm(8), ReLU, non-trainable (bilinear) up-sampling, spatial_dims = the nnU-Net
 patch's dimensionality: 3-D for LiTS, 2-D for the chest X-rays. This is the 2-D network (Conv2d, max-pool 2,
-bilinear ×2), with our `ulvm.ssm.Mamba` (d_state 16, d_conv 4, expand 2) whose scan takes `backend=`.
+bilinear ×2), with our `ulvm.ssm.Mamba` (d_state 16, d_conv 4, expand 2) whose scan takes `backend=`: one
+selective-scan call per MambaLayer (its H·W tokens in row order, one sequence per image), which on a GPU is
+the Triton kernel, a program per 4 channels that share B and C (`ulvm.ssm.triton_scan`).
 Authors' report (theirs, not ours): 1.87 M parameters (the LightM-UNet paper's LiTS table; the README says
 "1M"). Ours: 5,011,732 parameters, 2.13 thop GFLOPs (Mamba invisible to thop) and 16.9 "full" GFLOPs at
 256×256. The gap is not 2-D against 3-D: 98.5% of the parameters are in the 21 MambaLayers (8 of them at 256

@@ -28,10 +28,10 @@ Glossary:
     final_up        Linear 96 -> 384, depth-to-space ×4, LayerNorm  H           24
     final_conv      Conv1x1 (+ sigmoid)                            H            num_classes
 
-Scan: `ulvm.ssm.selective_scan` (every backend: reference, parallel, triton, cuda) with `backend=` passed
-through. It takes one B and C per sequence (batch, N, L) and one A (D, N), while SS2D has a different A, B, C
-per direction, so the four directions are four calls (the official code makes one grouped call with
-K = 4 groups; same arithmetic).
+Scan: `ulvm.ssm.selective_scan` with `backend=` passed through (reference, parallel, chunked, triton, cuda;
+not "cpp", which takes no groups). SS2D's four directions are ONE grouped call, as in the official code
+(`selective_scan_fn` with K = 4 groups): u (B, 4·E, L), A (4·E, N) and B, C (B, 4, N, L), each direction's
+E channels reading their own B and C; each direction's arithmetic is that of a scan of its own.
 
 Module and parameter names are the official ones (the wrapper's `vmunet.` prefix included), so an official
 checkpoint loads with strict=True; the official init is kept too (truncated-normal Linear, LayerNorm 1/0,
@@ -75,7 +75,7 @@ class SS2D(nn.Module):
         x = SiLU(depthwise conv3x3(x))          (B, E, H, W)
         xs = the 4 orderings of x               (B, K, E, L)
         Δ', B, C = x_proj_weight[k] · xs[k]     (R, N, N per token);  Δ = dt_projs_weight[k] · Δ'
-        y_k = selective_scan(xs[k], Δ, A_k, B, C, D_k, Δ-bias_k, softplus)   back in row order, summed
+        y = selective_scan(xs, Δ, A, B, C, D, Δ-bias, softplus)   one call, K groups: y_k back in row order, summed
         out = out_proj(LayerNorm(y) · SiLU(z))
     """
 
@@ -100,23 +100,23 @@ class SS2D(nn.Module):
         self.out_proj = nn.Linear(e, d_model, bias=False)
 
     def scan_2d(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, E, H, W) -> (B, E, L): the four directional scans, each mapped back to row order, summed."""
+        """(B, E, H, W) -> (B, E, L): the four directional scans as ONE grouped selective scan (K = 4 groups
+        of E channels, each group its own B, C, A, D and Δ-bias), each mapped back to row order, summed."""
         b, e, h, w = x.shape
-        length, n = h * w, self.d_state
+        length, n, k = h * w, self.d_state, 4
         rows, cols = x.reshape(b, e, length), x.transpose(2, 3).reshape(b, e, length)
         xs = torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], dim=1)                    # (B, K, E, L)
         x_dbl = torch.einsum("bkel,kce->bkcl", xs, self.x_proj_weight)                       # (B, K, R+2N, L)
-        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, n, n], dim=2)
+        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, n, n], dim=2)                        # Bs, Cs (B, K, N, L)
         dts = torch.einsum("bkrl,ker->bkel", dts, self.dt_projs_weight)                      # (B, K, E, L)
-        As = -torch.exp(self.A_logs.float()).view(4, e, n)
-        Ds, biases = self.Ds.float().view(4, e), self.dt_projs_bias.float()
-        ys = [selective_scan(xs[:, i], dts[:, i], As[i], Bs[:, i].contiguous(), Cs[:, i].contiguous(), Ds[i],
-                             delta_bias=biases[i], delta_softplus=True, backend=self.backend)
-              for i in range(4)]                                                              # 4 × (B, E, L)
+        ys = selective_scan(xs.view(b, k * e, length), dts.reshape(b, k * e, length),
+                            -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds.float(),        # A (K·E, N), D (K·E,)
+                            delta_bias=self.dt_projs_bias.float().view(-1), delta_softplus=True,
+                            backend=self.backend).view(b, k, e, length)                      # (B, K, E, L)
 
         def from_cols(y):                      # column-order sequence -> row order
             return y.view(b, e, w, h).transpose(2, 3).reshape(b, e, length)
-        return ys[0] + ys[2].flip(-1) + from_cols(ys[1]) + from_cols(ys[3].flip(-1))
+        return ys[:, 0] + ys[:, 2].flip(-1) + from_cols(ys[:, 1]) + from_cols(ys[:, 3].flip(-1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape

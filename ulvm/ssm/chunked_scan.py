@@ -108,10 +108,10 @@ def scan_chunked(u, delta, A, B, C, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tor
     Δ is the final step size (bias and softplus already applied), as for `scan_reference`. The padding of
     the last chunk has Δ = 0: Ā = 1 and B̄u = 0, the state just carries on (and is dropped at the end).
     """
-    A = A[:, :, None, None]                                               # (D, N, 1, 1)
-    a = [torch.exp(delta_t * A) for delta_t in steps(delta.unsqueeze(2), chunk_size)]   # Ā_t (b, D, N, K, 1)
-    v = [x_t * B_t for x_t, B_t in zip(steps((delta * u).unsqueeze(2), chunk_size),     # B̄_t u_t = Δ_t u_t B_t
-                                       steps(B.unsqueeze(1), chunk_size))]
+    A = A[..., None, None]                                                # (D, N, 1, 1)
+    a = [torch.exp(delta_t * A) for delta_t in steps(delta.unsqueeze(-2), chunk_size)]  # Ā_t (b, D, N, K, 1)
+    v = [x_t * B_t for x_t, B_t in zip(steps((delta * u).unsqueeze(-2), chunk_size),    # B̄_t u_t = Δ_t u_t B_t
+                                       steps(B.unsqueeze(-3), chunk_size))]
     h = chunked_states(a, v, chunk_size)                                  # h_t               (b, D, N, K, 1)
-    y = [(h_t * C_t).sum(2) for h_t, C_t in zip(h, steps(C.unsqueeze(1), chunk_size))]  # C_t h_t (b, D, K, 1)
+    y = [(h_t * C_t).sum(-3) for h_t, C_t in zip(h, steps(C.unsqueeze(-3), chunk_size))]  # C_t h_t (b, D, K, 1)
     return from_steps(y, u.shape[-1])                                     # (b, D, L)

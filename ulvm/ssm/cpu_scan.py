@@ -30,6 +30,9 @@ def why_unavailable(tensor: torch.Tensor | None = None) -> str:
 def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False) -> torch.Tensor:
     """`selective_scan` semantics (`ulvm.ssm.scan`); computes in fp32 (fp64 stays fp64), returns u's dtype."""
     pytorch_scan.check_shapes(u, delta, A, B, C)       # the operator is loaded by `why_unavailable`
+    if B.dim() == 4:
+        raise ValueError("selective_scan: backend 'cpp' takes B and C of shape (batch, N, L), not grouped "
+                         f"{tuple(B.shape)}; use 'parallel' or 'chunked' for a grouped scan (VM-UNet's SS2D)")
     work = torch.promote_types(u.dtype, torch.float32)
     y = torch.ops.ulvm.selective_scan(u.to(work), delta, A, B, C, D, z, delta_bias, delta_softplus)
     return y.to(u.dtype)

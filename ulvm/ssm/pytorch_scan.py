@@ -4,7 +4,8 @@ glossary and `ulvm.ssm.backends` for how a backend is chosen).
 `pytorch_selective_scan(core, ...)` does what every backend does around the recurrence — the Δ bias and
 softplus, the D·u skip and the silu(z) gate, in fp32 (fp64 stays fp64) — and `core` solves
 h_t = Ā_t h_{t-1} + B̄_t u_t, y_t = C_t h_t: `scan_reference` one step at a time, `scan_parallel` as an
-associative scan.
+associative scan. The cores take any leading dimensions: u, Δ (..., D, L), A (..., D, N), B, C (..., N, L),
+so grouped B and C (batch, G, N, L) reach them as u (batch, G, D/G, L) and A (G, D/G, N), without copies.
 """
 from __future__ import annotations
 
@@ -23,7 +24,13 @@ def pytorch_selective_scan(core, u, delta, A, B, C, D=None, z=None, delta_bias=N
         delta = delta + delta_bias[:, None].to(work)
     if delta_softplus:
         delta = F.softplus(delta)
-    y = core(u, delta, A.to(work), B.to(work), C.to(work))          # (batch, D, L)
+    batch, d_inner, length = u.shape
+    if B.dim() == 4:                       # grouped: channel d of the G·(D/G) uses B[:, d // (D/G)]
+        groups = B.shape[1]
+        y = core(u.view(batch, groups, -1, length), delta.view(batch, groups, -1, length),
+                 A.to(work).view(groups, -1, A.shape[1]), B.to(work), C.to(work)).reshape(batch, d_inner, length)
+    else:
+        y = core(u, delta, A.to(work), B.to(work), C.to(work))      # (batch, D, L)
     if D is not None:
         y = y + u * D[:, None].to(work)
     if z is not None:
@@ -37,24 +44,23 @@ def scan_reference(u, delta, A, B, C) -> torch.Tensor:
     Iterating over `unbind` views (not indexing a precomputed (batch, D, L, N) tensor with [:, :, t]) keeps
     the backward linear in L: each step's gradient touches only that step's slice.
     """
-    batch, d_inner, _ = u.shape
-    h = u.new_zeros(batch, d_inner, A.shape[1])                        # h_0 = 0          (batch, D, N)
+    h = u.new_zeros(*u.shape[:-1], A.shape[-1])                       # h_0 = 0          (batch, D, N)
     ys = []
-    for u_t, delta_t, B_t, C_t in zip(u.unbind(2), delta.unbind(2), B.unbind(2), C.unbind(2)):
-        A_bar = torch.exp(delta_t[:, :, None] * A)                    # Ā_t = exp(Δ_t A)  (batch, D, N)
-        B_bar_u = (delta_t * u_t)[:, :, None] * B_t[:, None, :]       # B̄_t u_t = Δ_t B_t u_t
+    for u_t, delta_t, B_t, C_t in zip(u.unbind(-1), delta.unbind(-1), B.unbind(-1), C.unbind(-1)):
+        A_bar = torch.exp(delta_t[..., None] * A)                     # Ā_t = exp(Δ_t A)  (batch, D, N)
+        B_bar_u = (delta_t * u_t)[..., None] * B_t[..., None, :]      # B̄_t u_t = Δ_t B_t u_t
         h = A_bar * h + B_bar_u                                       # h_t = Ā_t h_{t-1} + B̄_t u_t
-        ys.append(torch.einsum("bdn,bn->bd", h, C_t))                 # y_t = C_t h_t     (batch, D)
-    return torch.stack(ys, dim=2)                                     # (batch, D, L)
+        ys.append((h * C_t[..., None, :]).sum(-1))                    # y_t = C_t h_t     (batch, D)
+    return torch.stack(ys, dim=-1)                                    # (batch, D, L)
 
 
 def scan_parallel(u, delta, A, B, C) -> torch.Tensor:
     """The same scan with every time step at once: build (Ā_t, B̄_t u_t) for all t, then solve
     h_t = Ā_t h_{t-1} + B̄_t u_t with an associative scan."""
-    A_bar = (delta.unsqueeze(-1) * A[:, None, :]).exp_()                          # (batch, D, L, N)
-    B_bar_u = (delta * u).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(1)          # (batch, D, L, N)
+    A_bar = (delta.unsqueeze(-1) * A.unsqueeze(-2)).exp_()                        # (batch, D, L, N)
+    B_bar_u = (delta * u).unsqueeze(-1) * B.transpose(-1, -2).unsqueeze(-3)       # (batch, D, L, N)
     h = LinearRecurrence.apply(A_bar, B_bar_u)                                    # (batch, D, L, N)
-    return (h * C.transpose(1, 2).unsqueeze(1)).sum(-1)                           # y_t = C_t h_t
+    return (h * C.transpose(-1, -2).unsqueeze(-3)).sum(-1)                        # y_t = C_t h_t
 
 
 def associative_scan(a: torch.Tensor, b: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -120,14 +126,21 @@ class LinearRecurrence(torch.autograd.Function):
 
 
 def check_shapes(u, delta, A, B, C) -> None:
+    """Refuses shapes that `selective_scan` does not take: B and C are (batch, N, L), or grouped
+    (batch, G, N, L) with G dividing D (channels d·D/G .. (d+1)·D/G - 1 read group d, as mamba-ssm's)."""
     batch, d_inner, length = u.shape
     d_state = A.shape[1]
+    groups = B.shape[1] if B.dim() == 4 else None
+    bc_shape = (batch, d_state, length) if groups is None else (batch, groups, d_state, length)
     expected = {"delta": (delta, (batch, d_inner, length)), "A": (A, (d_inner, d_state)),
-                "B": (B, (batch, d_state, length)), "C": (C, (batch, d_state, length))}
+                "B": (B, bc_shape), "C": (C, bc_shape)}
     for name, (tensor, shape) in expected.items():
         if tuple(tensor.shape) != shape:
             raise ValueError(f"selective_scan: {name} has shape {tuple(tensor.shape)}, expected {shape} "
                              f"(u is (batch={batch}, D={d_inner}, L={length}), N={d_state}); "
-                             "this interface takes input-dependent B and C of shape (batch, N, L)")
+                             "this interface takes input-dependent B and C of shape (batch, N, L) or, "
+                             "grouped, (batch, G, N, L)")
+    if groups is not None and (groups < 1 or d_inner % groups):
+        raise ValueError(f"selective_scan: {groups} groups of B and C do not divide the D={d_inner} channels")
     if A.is_complex():
         raise ValueError("selective_scan: complex A is not supported (Mamba uses real A)")

@@ -7,7 +7,9 @@ Glossary (code name -> paper symbol), shapes as in mamba-ssm's `selective_scan_f
     u       x_t, the input sequence             (batch, D, L)   D = d_inner channels, L = sequence length
     delta   Δ_t, the input-dependent step size  (batch, D, L)
     A       A, the (diagonal, real) state matrix (D, N)         N = d_state, the SSM state size
-    B, C    B_t, C_t, input-dependent            (batch, N, L)
+    B, C    B_t, C_t, input-dependent            (batch, N, L), or grouped (batch, G, N, L): channel d reads
+            group d // (D/G), as in mamba-ssm. VMamba's SS2D runs its K = 4 scan directions as one call so:
+            u (batch, K·D, L), A (K·D, N), B, C (batch, K, N, L).
     D       D, the skip connection               (D,)
     z       the gate, y <- y * silu(z)           (batch, D, L)
     x       h_t, the hidden state                (batch, D, N)
@@ -41,7 +43,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    backend: str = "auto") -> torch.Tensor:
     """y = SelectiveScan(u; Δ, A, B, C) + D u, gated by silu(z). Same semantics as mamba-ssm's `selective_scan_fn`.
 
-    Shapes: u, delta, z (batch, D, L); A (D, N); B, C (batch, N, L); D, delta_bias (D,). Returns (batch, D, L)
+    Shapes: u, delta, z (batch, D, L); A (D, N); B, C (batch, N, L) or grouped (batch, G, N, L) with G dividing
+    D (every backend but "cpp" takes groups); D, delta_bias (D,). Returns (batch, D, L)
     in u's dtype. The pure-PyTorch backends compute in fp32 (fp64 inputs: in fp64), like mamba-ssm's kernel.
     """
     return resolve(backend, u).selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
