@@ -37,8 +37,8 @@ from ulvm.engine.graphs import GraphedTrainStep  # noqa: E402
 from ulvm.engine.inference import validate  # noqa: E402
 from ulvm.engine.losses import loss_weights  # noqa: E402
 from ulvm.engine.optim import build_optimizer  # noqa: E402
-from ulvm.ssm import triton_scan  # noqa: E402
 from ulvm.engine.train import _step_model, train_step  # noqa: E402
+from ulvm.ssm import triton_scan  # noqa: E402
 from ulvm.version import code_version  # noqa: E402
 
 TRAIN_IMAGES, VAL_IMAGES, SIZE = 1250, 150, 256
