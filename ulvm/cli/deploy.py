@@ -17,17 +17,23 @@ def register(sub) -> None:
                                    "--overlay, OUT/<stem>_overlay.png. Inputs: image files or folders "
                                    "(jpg/png/bmp/tif; RGB, grey, RGBA, 16-bit); photos stored turned, with an EXIF "
                                    "orientation, are turned upright as viewers show them. Unreadable inputs are "
-                                   "reported and skipped; the exit code is 1 if any failed.")
+                                   "reported and skipped; the exit code is 1 if any failed. A file in OUT that "
+                                   "ulvm predict did not write (OUT/.ulvm-predict.json lists what it wrote) is "
+                                   "never replaced: that image fails. Files in OUT named like masks (_mask, "
+                                   "_lesion, _segmentation...) are not segmented as photos. With --truth, the exit "
+                                   "code is also 1 when more than half of the images could not be scored.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--weights", default="isic2017", help=_PREDICT_WEIGHTS_HELP)
     p.add_argument("--out", type=Path, required=True, help="folder for the masks (created if missing)")
     p.add_argument("--overlay", action="store_true", help="also write the image with the mask's outline in red")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="probability threshold, strictly between 0 and 1 (default 0.5)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--backend", default="auto",
                    help="selective-scan backend (default auto); on a CPU 'cpp' runs the model about twice as fast "
                         "(its first use compiles it: about a minute)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="images per forward pass, >= 1 (default 8; fewer when the images are large)")
     p.add_argument("--truth", type=Path, metavar="FOLDER",
                    help="a folder of expert masks (named like the images, or with _lesion, _segmentation, _mask...): "
                         "also score each mask against its expert mask (DSC, IoU...)")
@@ -64,10 +70,17 @@ def register(sub) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from ..deploy.prediction import predict_files
+    from ..io import writable_file
 
+    if args.report is not None:
+        writable_file(args.report, "--report")             # before the work, not after it
     report = predict_files(args.inputs, args.out, args.weights, overlay_images=args.overlay,
                            threshold=args.threshold, device=args.device, backend=args.backend,
                            batch_size=args.batch_size, progress=args.progress, truth=args.truth)
+    for path, why in report.skipped.items():
+        print(f"ulvm predict: not an input photo {path}: {why}", file=sys.stderr)
+    for path, why in report.warnings.items():
+        print(f"ulvm predict: warning: {path}: {why}", file=sys.stderr)
     for path, why in report.failed.items():
         print(f"ulvm predict: skipped {path}: {why}", file=sys.stderr)
     masks = sum(1 for p in report.written if p.name.endswith("_mask.png"))
@@ -82,9 +95,13 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"against the expert masks of {agreement['images']} image(s): pooled DSC {pooled['dsc']:.4f}, "
                   f"IoU {pooled['iou']:.4f}, SE {pooled['se']:.4f}, SP {pooled['sp']:.4f}; mean DSC per image "
                   f"{agreement['mean_dsc']:.4f}")
+    unscored = args.truth is not None and 2 * len(report.unscored) > masks
+    if unscored:
+        print(f"ulvm predict: error: {len(report.unscored)} of {masks} predicted image(s) have no usable expert "
+              f"mask in {args.truth}: check --truth", file=sys.stderr)
     if args.report:
         _write_predict_report(args, report, masks, agreement)
-    return 1 if report.failed else 0
+    return 1 if report.failed or unscored else 0
 
 
 def _write_predict_report(args: argparse.Namespace, report, masks: int, agreement: dict) -> None:
@@ -96,6 +113,7 @@ def _write_predict_report(args: argparse.Namespace, report, masks: int, agreemen
         "weights": str(args.weights), "package": report.package, "inputs": [str(i) for i in args.inputs],
         "truth": str(args.truth) if args.truth else None, "threshold": args.threshold, "device": report.device,
         "backend": args.backend, "batch_size": args.batch_size, "predicted": masks, "failed": report.failed,
+        "skipped": report.skipped, "warnings": report.warnings,
         "unscored": report.unscored, "seconds": round(report.seconds, 3), "agreement": agreement,
         "code_version": code_version(), "machine": describe_machine(report.device)})
     print(f"written {args.report}")
