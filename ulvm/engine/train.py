@@ -51,7 +51,7 @@ import torch
 
 from ..config import Config, RunSettings
 from ..data.batcher import TrainBatcher
-from ..data.tensors import load_data, split_tensors
+from ..data.tensors import load_data, pixel_hashes, split_tensors
 from ..errors import RunError
 from ..progress import progress_bar
 from ..registry import build_model
@@ -121,8 +121,8 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
         # timing the algorithms once per shape picks one ~20x faster (measured in `ulvm bench`).
         torch.backends.cudnn.benchmark = True
     prepared = load_data(data)
-    train_images, train_masks, _ = split_tensors(prepared, "train", config, device, config.max_images)
-    val_images, val_masks, _ = split_tensors(prepared, "val", config, device, config.max_images)
+    train_images, train_masks, train_ids = split_tensors(prepared, "train", config, device, config.max_images)
+    val_images, val_masks, val_ids = split_tensors(prepared, "val", config, device, config.max_images)
     batcher = TrainBatcher(prepared, train_images, train_masks, config, device)
     if batcher.steps() == 0:
         raise RunError(f"{prepared.root}: {train_images.shape[0]} training images are fewer than "
@@ -139,7 +139,10 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
     optimizer, scheduler = build_optimizer(model, config, capturable=graphed)
     data_info = {"root": str(Path(prepared.root).resolve()), "manifest_hash": prepared.manifest_hash,
                  "content_hash": prepared.content_hash,
-                 "train_images": int(train_images.shape[0]), "val_images": int(val_images.shape[0])}
+                 "train_images": int(train_images.shape[0]), "val_images": int(val_images.shape[0]),
+                 # the images the model saw (and was selected on), id -> pixel hash: `evaluate` refuses a test
+                 # split holding any of them, even under another name or in data prepared again
+                 "seen_images": pixel_hashes(prepared, [*train_ids, *val_ids])}
     scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
     run = _Training(config, settings, run_dir, device, model, _step_model(model, settings, device), optimizer,
                     scheduler, scaler, batcher, (val_images, val_masks), data_info, graphed)
