@@ -193,3 +193,17 @@ def test_prepare_help_explains_every_argument(capsys, monkeypatch):
     for words in ("KIND", "--all-test", "--min-size PIXELS", "a multiple of 32", "refused, never deleted",
                   "examples:", "Empty masks"):
         assert words in text
+
+
+def test_ids_that_differ_only_in_letter_case_are_refused(tmp_path):
+    """`images/Lesion.png` and `images/lesion.png` are one file on macOS and Windows disks (issue 30)."""
+    from PIL import Image
+
+    from ulvm.data.layouts import folder_samples
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        for name in ("Lesion", "lesion"):
+            Image.new("L" if folder == "masks" else "RGB", (8, 8)).save(tmp_path / folder / f"{name}.png")
+    with pytest.raises(DataError, match="ids must differ in more than letter case"):
+        folder_samples(tmp_path)
