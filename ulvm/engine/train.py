@@ -225,13 +225,18 @@ def _end_epoch(run: _Training, row: dict[str, float], started: float, board) -> 
              "epoch": epoch, "config": run.config.to_dict(), "history": run.history, "data": run.data_info}
     if run.scaler is not None:
         state["scaler"] = run.scaler.state_dict()
-    if row["val_loss"] < run.best["val_loss"]:
-        run.best = {"epoch": epoch, "val_loss": row["val_loss"]}
-        save_checkpoint(run.run_dir / "best.pt", **state, best=run.best)
-    # last.pt after best.pt: a kill in between leaves best.pt one epoch ahead, and the resumed run
-    # redoes that epoch identically, so both files end up as in an uninterrupted run.
-    save_checkpoint(last_path, **state, best=run.best)
-    write_log(run.run_dir / "log.csv", run.history)
+    try:
+        if row["val_loss"] < run.best["val_loss"]:
+            run.best = {"epoch": epoch, "val_loss": row["val_loss"]}
+            save_checkpoint(run.run_dir / "best.pt", **state, best=run.best)
+        # last.pt after best.pt: a kill in between leaves best.pt one epoch ahead, and the resumed run
+        # redoes that epoch identically, so both files end up as in an uninterrupted run.
+        save_checkpoint(last_path, **state, best=run.best)
+        write_log(run.run_dir / "log.csv", run.history)
+    except OSError as error:      # a full disk (ENOSPC), a quota, a disk gone read-only: every write is atomic
+        kept = f"{last_path} of epoch {epoch - 1} is intact" if epoch > 1 else "no checkpoint was written yet"
+        raise RunError(f"{run.run_dir}: epoch {epoch} could not be saved ({error.strerror or error}); {kept}: "
+                       "free some space and run the same command again to resume") from None
     if board is not None:
         for key in ("lr", "train_loss", "val_loss", "val_dsc", "val_iou"):
             board.add_scalar(key, row[key], epoch)
