@@ -8,7 +8,8 @@ from pathlib import Path
 _WEIGHTS_HELP = ("a shipped model name (isic2017), a run folder or its best.pt, a weights file, or an official "
                  "UltraLight VM-UNet .pth (default isic2017)")
 _PREDICT_WEIGHTS_HELP = _WEIGHTS_HELP[:-len(" (default isic2017)")] + (
-    ", or a .pt2 package of `ulvm export --format pt2` (the fastest on a CPU) (default isic2017)")
+    ", or a .pt2 package of `ulvm export --format pt2` (the fastest on a CPU; a package is compiled code that "
+    "runs when loaded: only one you exported here is loaded, see --trust-package) (default isic2017)")
 
 
 def register(sub) -> None:
@@ -25,6 +26,10 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--weights", default="isic2017", help=_PREDICT_WEIGHTS_HELP)
     p.add_argument("--out", type=Path, required=True, help="folder for the masks (created if missing)")
+    p.add_argument("--trust-package", action="store_true",
+                   help="load a .pt2 --weights package that `ulvm export` did not write for you here: a package is "
+                        "code, run when it is loaded, so pass this only for a package from someone you trust "
+                        "(its digest is then recorded in your trust list)")
     p.add_argument("--overlay", action="store_true", help="also write the image with the mask's outline in red")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="probability threshold, strictly between 0 and 1 (default 0.5)")
@@ -51,13 +56,16 @@ def register(sub) -> None:
                                    "pt2: the same function compiled ahead of time by AOTInductor with the fused C++ "
                                    "scan ('cpp'), for one image at a time, two to four times as fast on a CPU; it runs "
                                    "with this torch on this kind of CPU, through `ulvm predict --weights FILE.pt2` "
-                                   "or `ulvm.deploy.export.load_pt2` (compiling takes about 3 minutes: it times its "
+                                   "or `ulvm.deploy.export.load_pt2`; it is compiled code, so its SHA-256 is recorded "
+                                   "in your trust list (~/.cache/ulvm/trusted_packages.json), and only such packages "
+                                   "load without --trust-package (compiling takes about 3 minutes: it times its "
                                    "matrix products). Checked against PyTorch after writing.")
     p.add_argument("--weights", default="isic2017", help=_WEIGHTS_HELP)
     p.add_argument("--format", choices=("onnx", "pt2"),
                    help="onnx or pt2 (default: from the suffix of --out, .pt2 or else onnx)")
     p.add_argument("--out", type=Path, required=True, help="the .onnx or .pt2 file to write")
-    p.add_argument("--size", type=int, default=256, help="input size (default 256)")
+    p.add_argument("--size", type=int, default=None,
+                   help="input size, a positive multiple of 32 (default: the size the weights were trained at)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; onnx only)")
     p.add_argument("--quantize", choices=("int8",),
                    help="also write OUT with .int8.onnx: dynamic INT8 weights (onnx only)")
@@ -76,7 +84,8 @@ def _predict(args: argparse.Namespace) -> int:
         writable_file(args.report, "--report")             # before the work, not after it
     report = predict_files(args.inputs, args.out, args.weights, overlay_images=args.overlay,
                            threshold=args.threshold, device=args.device, backend=args.backend,
-                           batch_size=args.batch_size, progress=args.progress, truth=args.truth)
+                           batch_size=args.batch_size, progress=args.progress, truth=args.truth,
+                           trust_package=args.trust_package)
     for path, why in report.skipped.items():
         print(f"ulvm predict: not an input photo {path}: {why}", file=sys.stderr)
     for path, why in report.warnings.items():
@@ -120,9 +129,11 @@ def _write_predict_report(args: argparse.Namespace, report, masks: int, agreemen
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ..data.tensors import load_data
     from ..deploy import export
     from ..deploy.prediction import load_weights
     from ..errors import UlvmError
+    from ..io import writable_file
 
     file_format = args.format or ("pt2" if args.out.suffix == ".pt2" else "onnx")
     if file_format == "pt2" and (args.quantize or args.opset is not None):
@@ -131,7 +142,19 @@ def _export(args: argparse.Namespace) -> int:
         raise UlvmError(f"{args.weights}: a .pt2 package is already compiled; export from the checkpoint it came from")
     if file_format == "pt2" and args.out.suffix != ".pt2":
         raise UlvmError(f"{args.out}: a .pt2 package's name must end in .pt2 (torch expects it)")
+    if args.size is not None and (args.size <= 0 or args.size % 32):
+        raise UlvmError(f"--size {args.size}: must be a positive multiple of 32 (the network halves it five times)")
+    export.check_export_target(args.out)            # before any work: no folder, no file of the user's
+    if args.quantize:
+        export.check_export_target(args.out.with_suffix(".int8.onnx"))
+    if args.report is not None:
+        if not args.evaluate:
+            raise UlvmError("--report writes the numbers of --evaluate: give --evaluate DATA too")
+        writable_file(args.report, "--report")
+    if args.evaluate:
+        load_data(args.evaluate)                     # a clear error now, not after both files are written
     model = load_weights(args.weights, "cpu")
+    args.size = args.size or getattr(getattr(model, "config", None), "input_size", 256)
     path = (export.export_pt2(model, args.out, size=args.size) if file_format == "pt2" else
             export.export_onnx(model, args.out, size=args.size, opset=args.opset))
     error = export.deployed_parity(model, path)
@@ -146,7 +169,6 @@ def _export(args: argparse.Namespace) -> int:
         files["int8"] = export.quantize_int8(path, path.with_suffix(".int8.onnx"), method="dynamic")
         print(f"exported {files['int8']}; INT8 vs fp32 on random inputs: {export.int8_difference(path, files['int8'])}")
     if args.evaluate:
-        from ..data.tensors import load_data
         from ..io import atomic_write_json
         from ..runtime import describe_machine
         from ..version import code_version

@@ -52,9 +52,10 @@ from .pretrained import available, load_pretrained
 
 
 def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", device: str = "cpu",
-                 backend: str = "auto") -> torch.nn.Module:
+                 backend: str = "auto", trust_package: bool = False) -> torch.nn.Module:
     """A model in eval mode from a shipped name, a run folder, a checkpoint / weights file, an official .pth,
-    or a .pt2 package (`ulvm.deploy.export.load_pt2`)."""
+    or a .pt2 package (`ulvm.deploy.export.load_pt2`: compiled code, loaded only if this user exported it
+    or `trust_package`). Checkpoints and weights files are read with weights_only=True: they run no code."""
     if isinstance(weights, torch.nn.Module):
         return weights.to(device).eval()
     if str(weights) in available():
@@ -65,7 +66,7 @@ def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", devi
 
         if backend != "auto":
             raise UlvmError(f"{path}: the scan is compiled into the package ({backend!r} cannot be chosen)")
-        return load_pt2(path).to(device)
+        return load_pt2(path, trust=trust_package).to(device)
     if path.is_dir():
         path = path / "best.pt"
     if not path.is_file():
@@ -126,7 +127,7 @@ def check_settings(threshold: float, batch_size: int) -> None:
 
 
 def predict(images, weights="isic2017", *, threshold: float = 0.5, device: str = "auto", backend: str = "auto",
-            batch_size: int = 8, size: int | None = None) -> list[np.ndarray]:
+            batch_size: int = 8, size: int | None = None, trust_package: bool = False) -> list[np.ndarray]:
     """Lesion masks `(H, W)` uint8 (0 or 255) at each input's original size.
 
     `images`: one image or a list of paths, PIL images and arrays. `weights`: see `load_weights` (or a
@@ -137,7 +138,7 @@ def predict(images, weights="isic2017", *, threshold: float = 0.5, device: str =
     single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
     items = [images] if single else list(images)
     device = _device_for(weights, device)
-    model = load_weights(weights, device, backend)
+    model = load_weights(weights, device, backend, trust_package)
     size = size or getattr(getattr(model, "config", None), "input_size", 256)
     rgb = [read_photo(item)[0] if isinstance(item, (str, os.PathLike)) else as_rgb(item, f"image {i}")
            for i, item in enumerate(items)]
@@ -314,7 +315,8 @@ def pixel_batches(pixels: list[int], batch_size: int, max_pixels: int = PIXELS_P
 
 def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, overlay_images: bool = False,
                   threshold: float = 0.5, device: str = "auto", backend: str = "auto", batch_size: int = 8,
-                  progress: bool = True, truth: str | os.PathLike | None = None) -> PredictReport:
+                  progress: bool = True, truth: str | os.PathLike | None = None,
+                  trust_package: bool = False) -> PredictReport:
     """Write `OUT/<stem>_mask.png` (0/255, original size) and with `overlay_images` `OUT/<stem>_overlay.png`
     for every image in `inputs`. Unreadable inputs, and inputs whose output would replace a file ulvm did not
     write (`OutputFolder`), are reported in `failed` and skipped; files named like masks in OUT itself, and
@@ -344,7 +346,7 @@ def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, ove
     experts = expert_masks(files, truth) if truth is not None else {}
     writable_folder(out.folder)                      # created, and checked writable, before the work
     device = _device_for(weights, device)
-    model = load_weights(weights, device, backend)
+    model = load_weights(weights, device, backend, trust_package)
     size = getattr(getattr(model, "config", None), "input_size", 256)
     report.device, report.package = str(device), getattr(model, "metadata", None)
     headers = [photo_size(path) for path in files]

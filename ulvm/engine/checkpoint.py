@@ -47,8 +47,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # objects weights_only refuses: torch's message suggests the unsafe way
-        raise RunError(f"{path}: not a ulvm checkpoint or official weights: it holds Python objects besides "
-                       "tensors and numbers, and ulvm never loads those (loading them runs code from the file)") from None
+        raise RunError(f"{path}: not a ulvm checkpoint or official weights: it holds Python objects besides tensors "
+                       "and numbers, and ulvm never loads those (loading them runs code from the file)") from None
     except Exception as error:  # truncated file, not a torch file
         first = str(error).splitlines()[0] if str(error) else ""
         raise RunError(f"{path}: not a readable checkpoint ({type(error).__name__}: {first[:200]})") from None
