@@ -12,10 +12,7 @@ file, an official UltraLight VM-UNet `.pth` (a plain state dict of the ×4 model
 `ulvm export --format pt2` (the fastest on a CPU; CPU only). A package is compiled code, run when it is
 loaded: only one this user built, or marked trusted, is loaded (`ulvm.deploy.trust`).
 
-`predict_files` never replaces a file it did not write: it records what it wrote in `OUT/.ulvm-predict.json`
-(each file's SHA-256), and an existing `<stem>_mask.png` that is not in that record as written is left alone
-(the image is reported as failed). Images are read in batches bounded by their pixel count as well as by
-their number, so that a folder of huge photos needs no more memory than one of them.
+`predict_files` replaces only files it wrote (`OutputFolder`), and batches by pixels as well as by count.
 """
 from __future__ import annotations
 
@@ -74,7 +71,8 @@ def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", devi
                         f"(shipped: {', '.join(available())})")
     checkpoint = read_checkpoint(path)
     if isinstance(checkpoint, dict) and "config" in checkpoint:
-        model, _ = model_from_checkpoint(checkpoint, source=str(path), backend=backend)
+        model, config = model_from_checkpoint(checkpoint, source=str(path), backend=backend)
+        model.config = config                # its input size: what predict and export default to
     else:  # official weights: a state dict of the paper's model
         model = load_model_state(build_model(Config(), backend), checkpoint).eval()
     return model.to(device).eval()
@@ -252,7 +250,8 @@ OUTPUT_SUFFIXES = ("_mask", "_overlay")   # what `predict_files` adds to an imag
 
 class OutputFolder:
     """An --out folder of `predict_files`, and which of its files ulvm wrote: a file is replaced only if the
-    record (`OUTPUTS_RECORD`, rewritten atomically after every batch) lists it with its present content."""
+    record (`OUTPUTS_RECORD`, rewritten atomically after every batch) lists it with its present content. Any
+    other existing `<stem>_mask.png` is left alone, and its image reported as failed."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
