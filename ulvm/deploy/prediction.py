@@ -118,7 +118,7 @@ def probabilities(model: torch.nn.Module, images: list[np.ndarray], size: int, d
 
 def check_settings(threshold: float, batch_size: int) -> None:
     """A clear error for a threshold or batch size that means nothing (nan, 2, -1; 0 images a batch)."""
-    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0.0 < threshold < 1.0):
+    if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):      # nan fails the comparison too
         raise UlvmError(f"threshold {threshold}: must be a number strictly between 0 and 1 (e.g. 0.5)")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UlvmError(f"batch size {batch_size}: must be a whole number >= 1")
@@ -192,9 +192,8 @@ def read_photo(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
 
 
 def image_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """The image files named by `inputs`: files as given, folders searched (not recursively) by suffix.
-    An entry with an image suffix that is not a readable file (a broken link, a link loop) is listed too,
-    so that reading it reports it by name instead of passing it over in silence."""
+    """The image files named by `inputs`: files as given, folders searched (not recursively) by suffix, broken
+    links and link loops included (reading them reports them by name, instead of passing them over)."""
     found = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -348,8 +347,7 @@ def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, ove
     model = load_weights(weights, device, backend, trust_package)
     size = getattr(getattr(model, "config", None), "input_size", 256)
     report.device, report.package = str(device), getattr(model, "metadata", None)
-    headers = [photo_size(path) for path in files]
-    pixels = [header[0] * header[1] if header else 0 for header in headers]
+    pixels = [header[0] * header[1] if (header := photo_size(path)) else 0 for path in files]
     with progress_bar(total=len(files), disable=not progress, unit="img", desc="predict") as bar:
         for part in pixel_batches(pixels, batch_size):
             readable = [(path, rgb) for path in files[part] if (rgb := _read_input(path, out, overlay_images, report))
@@ -372,8 +370,7 @@ def predict_files(inputs, out_dir: str | os.PathLike, weights="isic2017", *, ove
 
 
 def _read_input(path: Path, out: OutputFolder, overlay_images: bool, report: PredictReport) -> np.ndarray | None:
-    """An input's pixels, or None with the reason in `report.failed`: unreadable, or its output would
-    replace a file ulvm did not write."""
+    """An input's pixels, or None with why not in `report.failed` (unreadable; a file of the user's in the way)."""
     for name in [f"{path.stem}_mask.png"] + ([f"{path.stem}_overlay.png"] if overlay_images else []):
         if not out.replaceable(name):
             report.failed[str(path)] = (f"{out.folder / name} exists and ulvm predict did not write it (or it was "
