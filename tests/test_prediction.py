@@ -207,8 +207,10 @@ def test_a_pt2_package_refuses_what_it_cannot_do_with_a_clear_error(package, tmp
     with pytest.raises(UlvmError, match="the scan is compiled into the package"):
         load_weights(package, "cpu", backend="parallel")
     (tmp_path / "notes.pt2").write_text("not a package")
+    with pytest.raises(UlvmError, match=r"notes.pt2: not loaded: a .pt2 package is compiled code"):
+        load_pt2(tmp_path / "notes.pt2")                      # not built here: not even read
     with pytest.raises(UlvmError, match=r"notes.pt2: not a readable .pt2 package"):
-        load_pt2(tmp_path / "notes.pt2")
+        load_pt2(tmp_path / "notes.pt2", trust=True)
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     with pytest.raises(UlvmError, match=r"built with torch .*, this is torch 9.9.9; .* export it again here"):
         load_pt2(package)
