@@ -10,6 +10,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_REALDATA = REPO.parent / "shared" / "realdata"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_trust_list(tmp_path_factory):
+    """The .pt2 trust list of the tests, not the user's (`ulvm.deploy.trust`); subprocesses inherit it."""
+    import os
+
+    before = os.environ.get("ULVM_TRUSTED_PACKAGES")
+    os.environ["ULVM_TRUSTED_PACKAGES"] = str(tmp_path_factory.mktemp("trust") / "trusted_packages.json")
+    yield
+    if before is None:
+        os.environ.pop("ULVM_TRUSTED_PACKAGES")
+    else:
+        os.environ["ULVM_TRUSTED_PACKAGES"] = before
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     """The real PH2 data beside the checkout (never committed); skip cleanly where it is absent."""

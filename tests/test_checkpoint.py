@@ -57,12 +57,13 @@ def test_unreadable_and_unsafe_files_are_clear_errors(tmp_path):
     truncated = tmp_path / "truncated.pt"
     save_checkpoint(truncated, model={"w": torch.ones(3)})
     truncated.write_bytes(truncated.read_bytes()[:40])
-    with pytest.raises(RunError, match="truncated.pt: cannot read checkpoint"):
+    with pytest.raises(RunError, match="truncated.pt: not a readable checkpoint"):
         read_checkpoint(truncated)
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"model": {"w": torch.ones(1)}, "object": Config()}, unsafe)   # pickled class: refused
-    with pytest.raises(RunError, match="unsafe.pt: cannot read checkpoint with weights_only=True"):
+    with pytest.raises(RunError, match="unsafe.pt: not a ulvm checkpoint or official weights") as refused:
         read_checkpoint(unsafe)
+    assert "weights_only=False" not in str(refused.value) and "can still be loaded" not in str(refused.value)
     with pytest.raises(RunError, match="missing.pt: checkpoint not found"):
         read_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(RunError, match="no model state dict"):

@@ -77,3 +77,20 @@ def test_set_overrides_are_read_as_yaml_and_a_missing_equals_sign_is_named():
         "epochs": 3, "bridge": False, "betas": [0.9, 0.99]}
     with pytest.raises(UlvmError, match="--set 'epochs3': expected FIELD=VALUE"):
         parse_overrides(["epochs3"])
+
+
+def test_nan_and_infinite_values_are_refused():
+    """nan passes `lr <= 0` unnoticed: `--set lr=.nan` trained a run of nan losses (issue 30)."""
+    from ulvm.config import parse_overrides
+
+    for item in ("lr=.nan", "lr=.inf", "weight_decay=.nan", "betas=[0.9, .nan]", "threshold=.nan"):
+        with pytest.raises(UlvmError, match="must be a finite number"):
+            Config().replace(**parse_overrides([item]))
+
+
+def test_a_device_torch_cannot_run_ulvm_on_is_a_clear_error():
+    from ulvm.runtime import resolve_device
+
+    for device in ("tpu", "xla", "cuda:x", ""):
+        with pytest.raises(UlvmError, match="unknown; use auto, cpu, cuda or cuda:N"):
+            resolve_device(device)

@@ -1,6 +1,7 @@
 """The downloader against a local HTTP server on 127.0.0.1: resume, dropped connections, wrong sizes,
 malicious archives, idempotence; and PH2's by-hand route."""
 import hashlib
+import importlib
 import io
 import os
 import re
@@ -162,11 +163,26 @@ def zip_folder(folder) -> bytes:
     return buffer.getvalue()
 
 
-def test_isic_download_extract_prepare_and_idempotence(server, tmp_path):
-    tree = make_isic_tree(tmp_path / "tree", 10, year=2017)
-    server.files["/2017/ISIC-2017_Training_Data.zip"] = zip_folder(tree / "ISIC-2017_Training_Data")
-    server.files["/2017/ISIC-2017_Training_Part1_GroundTruth.zip"] = zip_folder(
-        tree / "ISIC-2017_Training_Part1_GroundTruth")
+def serve_as_official(server, monkeypatch, files: dict[str, bytes]) -> None:
+    """Serve `files` (path below the base URL -> bytes) and take their MD5s as the official ones."""
+    import dataclasses
+
+    module = importlib.import_module("ulvm.data.download")
+    server.files.update({f"/{path}": data for path, data in files.items()})
+    archives = {name: tuple(dataclasses.replace(remote, md5=hashlib.md5(files[remote.path]).hexdigest())
+                            if remote.path in files else remote for remote in remotes)
+                for name, remotes in module.ARCHIVES.items()}
+    monkeypatch.setattr(module, "ARCHIVES", archives)
+
+
+def isic2017_zips(tmp_path, n=10) -> dict[str, bytes]:
+    tree = make_isic_tree(tmp_path / "tree", n, year=2017)
+    return {"2017/ISIC-2017_Training_Data.zip": zip_folder(tree / "ISIC-2017_Training_Data"),
+            "2017/ISIC-2017_Training_Part1_GroundTruth.zip": zip_folder(tree / "ISIC-2017_Training_Part1_GroundTruth")}
+
+
+def test_isic_download_extract_prepare_and_idempotence(server, tmp_path, monkeypatch):
+    serve_as_official(server, monkeypatch, isic2017_zips(tmp_path))
     root = tmp_path / "data"
     raw = download("isic2017", root, base_url=server.url, progress=False)
     assert (raw / "download.json").is_file() and len(server.requests) == 2
@@ -195,9 +211,10 @@ def malicious_zip(kind) -> bytes:
 @pytest.mark.parametrize("kind, match", [("dotdot", "unsafe member '../../evil.txt'"),
                                          ("absolute", "unsafe member '/tmp/evil.txt'"),
                                          ("symlink", "symbolic link member")])
-def test_malicious_archives_are_refused(server, tmp_path, kind, match):
-    server.files["/2017/ISIC-2017_Training_Data.zip"] = malicious_zip(kind)
-    server.files["/2017/ISIC-2017_Training_Part1_GroundTruth.zip"] = malicious_zip("none")
+def test_malicious_archives_are_refused(server, tmp_path, kind, match, monkeypatch):
+    """Even archives with the official MD5 (a mirror's, or the official server compromised)."""
+    serve_as_official(server, monkeypatch, {"2017/ISIC-2017_Training_Data.zip": malicious_zip(kind),
+                                            "2017/ISIC-2017_Training_Part1_GroundTruth.zip": malicious_zip("none")})
     root = tmp_path / "deep" / "data"
     with pytest.raises(DataError, match=match):
         download("isic2017", root, base_url=server.url, progress=False)
@@ -272,3 +289,51 @@ def test_a_raw_folder_not_made_by_download_is_never_replaced(server, tmp_path):
     with pytest.raises(DataError, match=rf"{raw}: exists but has no download.json"):
         download("isic2017", tmp_path / "data", base_url=server.url, progress=False)
     assert (raw / "my_copy.jpg").read_bytes() == b"mine" and not server.requests  # refused before downloading
+
+
+def test_the_official_md5s_are_checked_and_a_wrong_archive_is_never_used(server, tmp_path):
+    """A 131-byte zip from a mirror was accepted as isic2017 (issue 30): the official MD5s decide."""
+    from ulvm.data.download import ARCHIVES
+
+    assert [remote.md5 for remote in ARCHIVES["isic2017"]] == ["a14a7e622c67a358797ae59abb8a0b0c",
+                                                               "77fdbeb6fbec4139937224416b250f4c"]
+    assert [remote.md5 for remote in ARCHIVES["isic2018"]] == ["8b5be801f37b58ccf533df2928a5906b",
+                                                               "ee5e5db7771d48fa2613abc7cb5c24e2"]
+    not_isic = _small_zip({"readme.txt": b"not ISIC"})
+    server.files["/2017/ISIC-2017_Training_Data.zip"] = not_isic
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match=r"MD5 [0-9a-f]{32} differs from the official a14a7e62"):
+        download("isic2017", root, base_url=server.url, progress=False)
+    assert not (root / "raw" / "isic2017").exists() and not list((root / "downloads").iterdir())
+
+
+def test_a_cached_archive_with_a_wrong_md5_is_moved_aside_not_deleted(server, tmp_path):
+    downloads = tmp_path / "data" / "downloads"
+    downloads.mkdir(parents=True)
+    (downloads / "ISIC-2017_Training_Data.zip").write_bytes(b"someone's file")
+    with pytest.raises(DataError, match=r"ISIC-2017_Training_Data.zip: MD5 .* moved aside to "
+                                        r"ISIC-2017_Training_Data.zip.rejected; run the command again"):
+        download("isic2017", tmp_path / "data", base_url=server.url, progress=False)
+    assert (downloads / "ISIC-2017_Training_Data.zip.rejected").read_bytes() == b"someone's file"
+    assert not (downloads / "ISIC-2017_Training_Data.zip").exists() and not server.requests
+
+
+def test_an_archive_without_the_datasets_layout_is_refused_after_extraction(server, tmp_path, monkeypatch):
+    serve_as_official(server, monkeypatch, {"2017/ISIC-2017_Training_Data.zip": _small_zip({"a.txt": b"x"}),
+                                            "2017/ISIC-2017_Training_Part1_GroundTruth.zip": _small_zip({})})
+    with pytest.raises(DataError, match="extracted, but not a isic2017 dataset"):
+        download("isic2017", tmp_path / "data", base_url=server.url, progress=False)
+    assert not (tmp_path / "data" / "raw" / "isic2017").exists()
+    archive = tmp_path / "PH2Dataset.zip"
+    archive.write_bytes(_small_zip({"holiday/photo.jpg": b"not PH2"}))
+    with pytest.raises(DataError, match="PH2Dataset.zip: extracted, but not a ph2 dataset .*no PH2 images found"):
+        download("ph2", tmp_path / "data", source=archive)
+    assert not (tmp_path / "data" / "raw" / "ph2").exists()
+
+
+def _small_zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()

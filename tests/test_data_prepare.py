@@ -250,3 +250,17 @@ def test_official_split_on_a_synthetic_isic_folder(tmp_path, capsys):
     assert "--split official" in data.manifest["command"]
     with pytest.raises(DataError, match="unknown split method 'random'"):
         prepare("isic2017", src, tmp_path / "other", size=32, split_method="random")
+
+
+def test_ids_that_differ_only_in_letter_case_are_refused(tmp_path):
+    """`images/Lesion.png` and `images/lesion.png` are one file on macOS and Windows disks (issue 30)."""
+    from PIL import Image
+
+    from ulvm.data.layouts import folder_samples
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        for name in ("Lesion", "lesion"):
+            Image.new("L" if folder == "masks" else "RGB", (8, 8)).save(tmp_path / folder / f"{name}.png")
+    with pytest.raises(DataError, match="ids must differ in more than letter case"):
+        folder_samples(tmp_path)

@@ -164,3 +164,19 @@ def test_testing_an_unfinished_run_warns(trained, tmp_path, capsys):
     interrupted_fit(tiny_config(epochs=3), data, run, pytest.MonkeyPatch(), after_epochs=1)
     assert main(["test", "--run", str(run), "--data", str(data), "--device", "cpu", "--bootstrap", "0"]) == 0
     assert "has not finished training (epoch 1 of 3)" in capsys.readouterr().err
+
+
+def test_a_test_split_holding_training_images_is_refused_with_their_count(tmp_path, capsys):
+    """The run's data folder prepared again with another seed: its "test" images were training images."""
+    from ulvm.data import prepare
+
+    data = write_tiny_prepared(tmp_path)
+    run = tmp_path / "run"
+    fit(tiny_config(epochs=1), data, run, settings=CPU, progress=False)
+    assert evaluate(run, data, settings=CPU, bootstrap=0)["seen_in_training"] == 0
+    prepare("folder", tmp_path / "raw", data, size=32, counts=(12, 4, 4), folds=0, workers=1, seed=7, overwrite=True)
+    assert main(["test", "--run", str(run), "--device", "cpu", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "of the 4 test images were training or validation images of" in err and "would not be a test" in err
+    assert not list(run.glob("results_*.json"))
+    assert evaluate(run, data, split="train", settings=CPU, bootstrap=0)["seen_in_training"] > 0   # not a test

@@ -3,9 +3,12 @@ ulvm import, INT8 quantisation. Skipped where onnx / onnxruntime are not install
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+from ulvm.errors import UlvmError
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -113,3 +116,100 @@ def test_compile_for_cpu_computes_what_the_model_computes():
     compiled = export.compile_for_cpu(model, x)
     with torch.no_grad():
         assert torch.allclose(compiled(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+# --- issue 30: a .pt2 package is code; an export never replaces a file of the user's ----------------------
+
+
+def test_a_pt2_package_this_user_did_not_build_is_not_loaded_unless_trusted(tmp_path, capsys):
+    """A package runs its shared library when loaded: one from elsewhere is refused before anything of it
+    is read, named, with the way to trust it; trusting it records its digest."""
+    import json
+
+    from PIL import Image
+
+    from ulvm.cli import main
+    from ulvm.deploy.export import load_pt2
+    from ulvm.deploy.trust import trust_file
+
+    evil = tmp_path / "evil.pt2"
+    evil.write_bytes(b"PK\x03\x04 a package from someone else")
+    with pytest.raises(UlvmError, match=r"evil.pt2: not loaded: a .pt2 package is compiled code .*--trust-package"):
+        load_pt2(evil)
+    Image.new("RGB", (64, 64)).save(tmp_path / "photo.png")
+    assert main(["predict", str(tmp_path / "photo.png"), "--weights", str(evil), "--out", str(tmp_path / "out")]) == 2
+    assert "not loaded: a .pt2 package is compiled code" in capsys.readouterr().err
+    with pytest.raises(UlvmError, match="evil.pt2: not a readable .pt2 package"):    # trusted: read further
+        load_pt2(evil, trust=True)
+    assert str(evil.resolve()) in json.loads(trust_file().read_text())["packages"].values()
+    with pytest.raises(UlvmError, match="not a readable .pt2 package"):                 # now in the list
+        load_pt2(evil)
+    evil.write_bytes(b"PK\x03\x04 the same package, its library swapped")
+    with pytest.raises(UlvmError, match="not loaded: a .pt2 package is compiled code"):
+        load_pt2(evil)
+
+
+def test_the_trust_list_follows_xdg_cache_home(tmp_path, monkeypatch):
+    from ulvm.deploy.trust import trust_file
+
+    monkeypatch.delenv("ULVM_TRUSTED_PACKAGES")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert trust_file() == tmp_path / "ulvm" / "trusted_packages.json"
+
+
+def test_a_package_that_fails_to_load_leaves_no_extracted_folder(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    import torch
+
+    from ulvm.deploy.export import _load_package
+
+    made = []
+
+    def extract_then_fail(path):            # as AOTInductor's loader: extract into the temporary folder, then fail
+        made.append(Path(tempfile.mkdtemp()))
+        (made[-1] / "model.so").write_bytes(b"swapped")
+        raise RuntimeError("dlopen failed")
+
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", extract_then_fail)
+    tmpdir = os.environ.get("TMPDIR")
+    with pytest.raises(UlvmError, match=r"x.pt2: cannot load this .pt2 package \(RuntimeError: dlopen failed\)"):
+        _load_package(tmp_path / "x.pt2")
+    assert made and not made[0].exists() and not made[0].parent.exists()
+    assert os.environ.get("TMPDIR") == tmpdir and tempfile.gettempdir() != str(made[0].parent)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--out", "{tmp}"], "is a folder; give the file name to export to"),
+    (["--out", "{tmp}/notes.txt"], "notes.txt: exists and is not a file ulvm export wrote: not replaced"),
+    (["--out", "{tmp}/m.onnx", "--size", "100"], "--size 100: must be a positive multiple of 32"),
+    (["--out", "{tmp}/m.onnx", "--size", "0"], "--size 0: must be"),
+    (["--out", "{tmp}/m.onnx", "--size", "-32"], "--size -32: must be"),
+    (["--out", "{tmp}/m.onnx", "--evaluate", "{tmp}/nowhere"], "nowhere: not a prepared dataset"),
+    (["--out", "{tmp}/m.onnx", "--evaluate", "{tmp}", "--report", "{tmp}"], "is a folder; give a file name")])
+def test_export_refuses_what_it_cannot_do_before_writing_anything(tmp_path, capsys, flags, message):
+    from ulvm.cli import main
+
+    (tmp_path / "notes.txt").write_text("my notes")
+    assert main(["export", *[flag.format(tmp=tmp_path) for flag in flags]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "my notes"
+
+
+def test_export_defaults_to_the_weights_size_and_replaces_only_its_own_exports(tmp_path):
+    import onnx
+
+    from ulvm.cli import main
+    from ulvm.config import Config
+    from ulvm.engine.checkpoint import save_checkpoint
+    from ulvm.registry import build_model
+
+    config = Config(input_size=64)
+    save_checkpoint(tmp_path / "w.pt", model=build_model(config).state_dict(), config=config.to_dict())
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--weights", str(tmp_path / "w.pt"), "--out", str(out)]) == 0
+    assert onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[-1].dim_value == 64
+    assert main(["export", "--weights", str(tmp_path / "w.pt"), "--out", str(out), "--size", "32"]) == 0  # ours

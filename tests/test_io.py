@@ -119,3 +119,24 @@ def test_writes_succeed_where_permissions_cannot_be_set(tmp_path, monkeypatch):
     monkeypatch.setattr(io.os, "chmod", refuse)
     assert atomic_write_text(tmp_path / "a.txt", "x").read_text() == "x"
     assert (build(tmp_path / "out") / "sub" / "file.txt").read_text() == "x"
+
+
+def test_an_output_place_that_cannot_be_written_is_one_error_before_any_work(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from ulvm.errors import UlvmError
+    from ulvm.io import writable_file, writable_folder
+
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(UlvmError, match="a_file: exists and is not a folder"):
+        writable_folder(tmp_path / "a_file")
+    with pytest.raises(UlvmError, match="is a folder; give a file name for the --report"):
+        writable_file(tmp_path, "--report")
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(UlvmError, match=r"out: cannot write here \(Read-only file system\)"):
+        writable_folder(tmp_path / "out")

@@ -57,7 +57,7 @@ def test_the_cli_skips_unreadable_files_names_them_and_fails_at_the_end(photos, 
     captured = capsys.readouterr()
     assert code == 1 and "skipped" in captured.err and "broken.png" in captured.err
     assert "predicted 1 image(s)" in captured.out and "1 failed" in captured.out
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_mask.png"]    # nothing half-written
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ulvm-predict.json", "a_mask.png"]  # no half file
 
 
 def test_the_python_api_takes_arrays_pil_images_and_paths(photos):
@@ -207,8 +207,10 @@ def test_a_pt2_package_refuses_what_it_cannot_do_with_a_clear_error(package, tmp
     with pytest.raises(UlvmError, match="the scan is compiled into the package"):
         load_weights(package, "cpu", backend="parallel")
     (tmp_path / "notes.pt2").write_text("not a package")
+    with pytest.raises(UlvmError, match=r"notes.pt2: not loaded: a .pt2 package is compiled code"):
+        load_pt2(tmp_path / "notes.pt2")                      # not built here: not even read
     with pytest.raises(UlvmError, match=r"notes.pt2: not a readable .pt2 package"):
-        load_pt2(tmp_path / "notes.pt2")
+        load_pt2(tmp_path / "notes.pt2", trust=True)
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     with pytest.raises(UlvmError, match=r"built with torch .*, this is torch 9.9.9; .* export it again here"):
         load_pt2(package)
@@ -219,3 +221,116 @@ def test_a_pt2_package_refuses_what_it_cannot_do_with_a_clear_error(package, tmp
     assert "--quantize and --opset are for --format onnx" in err and "must end in .pt2" in err
     assert "is already compiled; export from the checkpoint" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.pt2"]       # nothing written
+
+
+# --- issue 30: never a user's file replaced, never a mask segmented, every bad input a message -------------
+
+
+def _photo(path, height=120, width=160, seed=0):
+    Image.fromarray(_dermoscopy_like(height, width, seed)[0]).save(path)
+    return path
+
+
+def test_predict_into_its_own_input_folder_replaces_no_expert_mask_and_segments_no_mask(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _photo(folder / "a.png")
+    _photo(folder / "b.png", seed=1)
+    (folder / "b_mask.png").write_bytes(b"the expert's own mask")
+    run = ["predict", str(folder), "--out", str(folder), "--device", "cpu", "--no-progress", "--overlay"]
+    assert main(run) == 1                                      # b could not be written: not everything was done
+    err = capsys.readouterr().err
+    assert "b_mask.png exists and ulvm predict did not write it" in err and "not segmented as a photo" in err
+    assert (folder / "b_mask.png").read_bytes() == b"the expert's own mask"
+    assert sorted(p.name for p in folder.iterdir()) == [".ulvm-predict.json", "a.png", "a_mask.png", "a_overlay.png",
+                                                        "b.png", "b_mask.png"]
+    first = (folder / "a_mask.png").read_bytes()
+    assert main(run) == 1                                      # a second run: no cascade, its own files replaced
+    assert sorted(p.name for p in folder.iterdir())[-1] == "b_mask.png" and len(list(folder.iterdir())) == 6
+    assert (folder / "a_mask.png").read_bytes() == first
+    (folder / "a_mask.png").write_bytes(b"edited by hand")    # changed since ulvm wrote it: the user's now
+    assert main(run) == 1 and (folder / "a_mask.png").read_bytes() == b"edited by hand"
+
+
+def test_unreadable_files_with_batch_size_1_fail_at_the_end_and_the_good_ones_are_written(tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good = _photo(tmp_path / "good.png")
+    common = ["--device", "cpu", "--no-progress", "--batch-size", "1"]
+    assert main(["predict", str(broken), str(good), "--out", str(tmp_path / "o1"), *common]) == 1
+    assert (tmp_path / "o1" / "good_mask.png").is_file()
+    assert main(["predict", str(broken), "--out", str(tmp_path / "o2"), *common]) == 1       # only unreadable ones
+    assert "broken.png: cannot read image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--threshold", "nan"], "threshold nan: must be a number strictly between 0 and 1"),
+    (["--threshold", "2"], "threshold 2.0: must be"), (["--threshold", "-1"], "threshold -1.0: must be"),
+    (["--batch-size", "0"], "batch size 0: must be a whole number >= 1"), (["--batch-size", "-1"], "batch size -1"),
+    (["--device", "tpu"], "device 'tpu': unknown"),
+    (["--out", "{tmp}/a_file"], "a_file: exists and is not a folder"),
+    (["--report", "{tmp}"], "is a folder; give a file name for the --report")])
+def test_meaningless_predict_arguments_are_one_line_errors_before_any_work(tmp_path, capsys, flags, message):
+    good = _photo(tmp_path / "good.png")
+    (tmp_path / "a_file").write_text("mine")
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    assert main(["predict", str(good), "--out", str(tmp_path / "out"), "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "good_mask.png").exists() and (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_odd_photos_are_refused_or_warned_about_by_name(tmp_path, capsys, monkeypatch):
+    _photo(tmp_path / "tiny.png", 1, 1)
+    image = Image.fromarray(_dermoscopy_like(64, 64)[0])
+    image.save(tmp_path / "anim.gif", save_all=True, append_images=[image.rotate(90)])
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "case").mkdir()
+    _photo(tmp_path / "case" / "lesion.png")
+    common = ["--out", str(tmp_path / "out"), "--device", "cpu", "--no-progress"]
+    assert main(["predict", str(tmp_path / "case"), str(_photo(tmp_path / "Lesion.png")), *common]) == 2
+    assert "share the name 'Lesion' (letter case aside)" in capsys.readouterr().err    # they collide on macOS
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)     # 64x64 = 4096 pixels: "huge"
+    with _no_pillow_warning():
+        assert main(["predict", str(tmp_path / "tiny.png"), str(tmp_path / "anim.gif"), str(tmp_path / "loop.png"),
+                     *common]) == 1
+    err = capsys.readouterr().err
+    assert "tiny.png: 1x1 pixels is too small to segment (at least 32x32)" in err
+    assert "anim.gif: " in err and "2 frames (an animated or multi-page file): only the first is segmented" in err
+    assert "megapixels: read at full size" in err and "DecompressionBomb" not in err
+    assert "loop.png: cannot read image" in err and "symbolic links" in err
+
+
+def _no_pillow_warning():
+    import warnings
+
+    class Guard:
+        def __enter__(self):
+            self.catcher = warnings.catch_warnings(record=True)
+            self.seen = self.catcher.__enter__()
+            warnings.simplefilter("always")
+
+        def __exit__(self, *exc):
+            self.catcher.__exit__(*exc)
+            assert not [w for w in self.seen if issubclass(w.category, Image.DecompressionBombWarning)]
+    return Guard()
+
+
+def test_predict_fails_when_most_images_go_unscored(tmp_path, capsys):
+    photos, truth = tmp_path / "photos", tmp_path / "truth"
+    photos.mkdir()
+    truth.mkdir()
+    for name in ("a", "b", "c"):
+        _photo(photos / f"{name}.png")
+    Image.fromarray(np.zeros((120, 160), np.uint8)).save(truth / "a_lesion.png")
+    code = main(["predict", str(photos), "--out", str(tmp_path / "out"), "--truth", str(truth), "--device", "cpu",
+                 "--no-progress"])
+    assert code == 1 and "2 of 3 predicted image(s) have no usable expert mask" in capsys.readouterr().err
+
+
+def test_pixel_batches_bound_the_pixels_read_at_once():
+    from ulvm.deploy.prediction import pixel_batches
+
+    assert list(pixel_batches([10, 10, 10, 10, 10], 8, 25)) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert list(pixel_batches([100, 1, 1], 8, 25)) == [slice(0, 1), slice(1, 3)]     # a huge one alone
+    assert list(pixel_batches([1, 1, 1], 2, 25)) == [slice(0, 2), slice(2, 3)]

@@ -221,3 +221,41 @@ def test_deterministic_training_on_cpu_is_bit_identical_and_switches_determinist
     assert _losses(first.history) == _losses(second.history)
     assert all(torch.equal(a, b) for a, b in zip(_weights(first.best_path).values(),
                                                  _weights(second.best_path).values()))
+
+
+def test_a_full_disk_during_training_is_one_line_that_says_last_pt_survived(tiny_data, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import ulvm.io
+    from ulvm.cli import main
+
+    real_write, epochs_saved = ulvm.io.atomic_write_bytes, []
+
+    def disk_full_in_epoch_2(path, data):
+        if Path(path).name == "last.pt":
+            epochs_saved.append(1)
+        if len(epochs_saved) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(ulvm.io, "atomic_write_bytes", disk_full_in_epoch_2)
+    config = tmp_path / "tiny.yaml"
+    tiny_config().to_yaml(config)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(run), "--config", str(config), "--device", "cpu",
+                 "--no-progress", "--no-test"]) == 2
+    err = capsys.readouterr().err
+    assert "epoch 2 could not be saved (No space left on device)" in err and "last.pt of epoch 1 is intact" in err
+    assert "Traceback" not in err and read_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+def test_train_out_a_file_and_a_nan_learning_rate_are_one_line_errors(tiny_data, tmp_path, capsys):
+    from ulvm.cli import main
+
+    (tmp_path / "notes.txt").write_text("mine")
+    base = ["train", "--data", str(tiny_data), "--profile", "quick", "--device", "cpu", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "notes.txt")]) == 2
+    assert main([*base, "--out", str(tmp_path / "run"), "--set", "lr=.nan"]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt: exists and is not a folder" in err and "lr=nan must be a finite number" in err
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "run").exists()

@@ -21,6 +21,7 @@ resume, and two runs that differ only in it are the same run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ from .io import atomic_write_text
 
 AUGMENT_MODES = ("auto", "paper", "batch", "none")
 SPLIT_ATT_MODES = ("fc", "conv")
+
+
+def _numbers(value) -> list[float]:
+    """The floats in a config value (a number, or a tuple of them such as betas)."""
+    values = value if isinstance(value, (tuple, list)) else [value]
+    return [float(v) for v in values if isinstance(v, float)]
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,11 @@ class Config:
     def __post_init__(self) -> None:
         problems = [problem for f in fields(self) if (problem := self._coerce(f.name, f.type))]
         if problems:  # wrong types: the range checks below would only add confusion
+            raise UlvmError("invalid config: " + "; ".join(problems))
+        # nan passes every comparison below unnoticed (nan <= 0 is False): refuse it, and infinities, first
+        numbers = [(f.name, v) for f in fields(self) for v in _numbers(getattr(self, f.name))]
+        problems = [f"{name}={value} must be a finite number" for name, value in numbers if not math.isfinite(value)]
+        if problems:
             raise UlvmError("invalid config: " + "; ".join(problems))
         if self.input_size <= 0 or self.input_size % 32:
             problems.append(f"input_size={self.input_size} must be a positive multiple of 32 "

@@ -116,6 +116,32 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """`folder`, created if missing and checked writable (a file is made in it and removed), before any work
+    is done: a `UlvmError` naming it when it is a file, or cannot be written (no permission, read-only disk)."""
+    folder = Path(folder)
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+        raise UlvmError(f"{folder}: exists and is not a folder; give a folder to write into")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ulvm-write-check.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise UlvmError(f"{folder}: cannot write here ({error.strerror or error})") from None
+    return folder
+
+
+def writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """`path` checked before any work to be a file name that can be written: not a folder, in a folder
+    that can be written (created if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UlvmError(f"{path}: is a folder; give a file name for the {what}")
+    writable_folder(path.parent)
+    return path
+
+
 def json_dumps(obj: Any) -> str:
     """The one JSON style of the project: sorted keys, 2-space indent, final newline (byte-stable)."""
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -17,13 +17,20 @@ from .version import code_version, utc_now
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a clear error."""
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU, or a device torch does not run ulvm on
+    (tpu, xla, ...), is a clear error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise UlvmError(f"device {device!r}: unknown; use auto, cpu, cuda or cuda:N (or mps on a Mac)")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
         raise UlvmError(f"device {device!r} asked for, but torch sees no CUDA GPU "
                         f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
-    return torch.device(device)
+    return parsed
 
 
 def use_deterministic() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 _WEIGHTS_HELP = ("a shipped model name (isic2017), a run folder or its best.pt, a weights file, or an official "
                  "UltraLight VM-UNet .pth (default isic2017)")
 _PREDICT_WEIGHTS_HELP = _WEIGHTS_HELP[:-len(" (default isic2017)")] + (
-    ", or a .pt2 package of `ulvm export --format pt2` (the fastest on a CPU) (default isic2017)")
+    ", or a .pt2 package of `ulvm export --format pt2` (the fastest on a CPU; a package is compiled code that "
+    "runs when loaded: only one you exported here is loaded, see --trust-package) (default isic2017)")
 
 
 def register(sub) -> None:
@@ -17,17 +18,27 @@ def register(sub) -> None:
                                    "--overlay, OUT/<stem>_overlay.png. Inputs: image files or folders "
                                    "(jpg/png/bmp/tif; RGB, grey, RGBA, 16-bit); photos stored turned, with an EXIF "
                                    "orientation, are turned upright as viewers show them. Unreadable inputs are "
-                                   "reported and skipped; the exit code is 1 if any failed.")
+                                   "reported and skipped; the exit code is 1 if any failed. A file in OUT that "
+                                   "ulvm predict did not write (OUT/.ulvm-predict.json lists what it wrote) is "
+                                   "never replaced: that image fails. Files in OUT named like masks (_mask, "
+                                   "_lesion, _segmentation...) are not segmented as photos. With --truth, the exit "
+                                   "code is also 1 when more than half of the images could not be scored.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--weights", default="isic2017", help=_PREDICT_WEIGHTS_HELP)
     p.add_argument("--out", type=Path, required=True, help="folder for the masks (created if missing)")
+    p.add_argument("--trust-package", action="store_true",
+                   help="load a .pt2 --weights package that `ulvm export` did not write for you here: a package is "
+                        "code, run when it is loaded, so pass this only for a package from someone you trust "
+                        "(its digest is then recorded in your trust list)")
     p.add_argument("--overlay", action="store_true", help="also write the image with the mask's outline in red")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="probability threshold, strictly between 0 and 1 (default 0.5)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--backend", default="auto",
                    help="selective-scan backend (default auto); on a CPU 'cpp' runs the model about twice as fast "
                         "(its first use compiles it: about a minute)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="images per forward pass, >= 1 (default 8; fewer when the images are large)")
     p.add_argument("--truth", type=Path, metavar="FOLDER",
                    help="a folder of expert masks (named like the images, or with _lesion, _segmentation, _mask...): "
                         "also score each mask against its expert mask (DSC, IoU...)")
@@ -45,13 +56,16 @@ def register(sub) -> None:
                                    "pt2: the same function compiled ahead of time by AOTInductor with the fused C++ "
                                    "scan ('cpp'), for one image at a time, two to four times as fast on a CPU; it runs "
                                    "with this torch on this kind of CPU, through `ulvm predict --weights FILE.pt2` "
-                                   "or `ulvm.deploy.export.load_pt2` (compiling takes about 3 minutes: it times its "
+                                   "or `ulvm.deploy.export.load_pt2`; it is compiled code, so its SHA-256 is recorded "
+                                   "in your trust list (~/.cache/ulvm/trusted_packages.json), and only such packages "
+                                   "load without --trust-package (compiling takes about 3 minutes: it times its "
                                    "matrix products). Checked against PyTorch after writing.")
     p.add_argument("--weights", default="isic2017", help=_WEIGHTS_HELP)
     p.add_argument("--format", choices=("onnx", "pt2"),
                    help="onnx or pt2 (default: from the suffix of --out, .pt2 or else onnx)")
     p.add_argument("--out", type=Path, required=True, help="the .onnx or .pt2 file to write")
-    p.add_argument("--size", type=int, default=256, help="input size (default 256)")
+    p.add_argument("--size", type=int, default=None,
+                   help="input size, a positive multiple of 32 (default: the size the weights were trained at)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; onnx only)")
     p.add_argument("--quantize", choices=("int8",),
                    help="also write OUT with .int8.onnx: dynamic INT8 weights (onnx only)")
@@ -64,10 +78,18 @@ def register(sub) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from ..deploy.prediction import predict_files
+    from ..io import writable_file
 
+    if args.report is not None:
+        writable_file(args.report, "--report")             # before the work, not after it
     report = predict_files(args.inputs, args.out, args.weights, overlay_images=args.overlay,
                            threshold=args.threshold, device=args.device, backend=args.backend,
-                           batch_size=args.batch_size, progress=args.progress, truth=args.truth)
+                           batch_size=args.batch_size, progress=args.progress, truth=args.truth,
+                           trust_package=args.trust_package)
+    for path, why in report.skipped.items():
+        print(f"ulvm predict: not an input photo {path}: {why}", file=sys.stderr)
+    for path, why in report.warnings.items():
+        print(f"ulvm predict: warning: {path}: {why}", file=sys.stderr)
     for path, why in report.failed.items():
         print(f"ulvm predict: skipped {path}: {why}", file=sys.stderr)
     masks = sum(1 for p in report.written if p.name.endswith("_mask.png"))
@@ -82,9 +104,13 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"against the expert masks of {agreement['images']} image(s): pooled DSC {pooled['dsc']:.4f}, "
                   f"IoU {pooled['iou']:.4f}, SE {pooled['se']:.4f}, SP {pooled['sp']:.4f}; mean DSC per image "
                   f"{agreement['mean_dsc']:.4f}")
+    unscored = args.truth is not None and 2 * len(report.unscored) > masks
+    if unscored:
+        print(f"ulvm predict: error: {len(report.unscored)} of {masks} predicted image(s) have no usable expert "
+              f"mask in {args.truth}: check --truth", file=sys.stderr)
     if args.report:
         _write_predict_report(args, report, masks, agreement)
-    return 1 if report.failed else 0
+    return 1 if report.failed or unscored else 0
 
 
 def _write_predict_report(args: argparse.Namespace, report, masks: int, agreement: dict) -> None:
@@ -95,15 +121,18 @@ def _write_predict_report(args: argparse.Namespace, report, masks: int, agreemen
         "weights": str(args.weights), "package": report.package, "inputs": [str(i) for i in args.inputs],
         "truth": str(args.truth) if args.truth else None, "threshold": args.threshold, "device": report.device,
         "backend": args.backend, "batch_size": args.batch_size, "predicted": masks, "failed": report.failed,
+        "skipped": report.skipped, "warnings": report.warnings,
         "unscored": report.unscored, "seconds": round(report.seconds, 3), "agreement": agreement,
         **provenance(report.device)})
     print(f"written {args.report}")
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ..data.tensors import load_data
     from ..deploy import export
     from ..deploy.prediction import load_weights
     from ..errors import UlvmError
+    from ..io import writable_file
 
     file_format = args.format or ("pt2" if args.out.suffix == ".pt2" else "onnx")
     if file_format == "pt2" and (args.quantize or args.opset is not None):
@@ -112,7 +141,19 @@ def _export(args: argparse.Namespace) -> int:
         raise UlvmError(f"{args.weights}: a .pt2 package is already compiled; export from the checkpoint it came from")
     if file_format == "pt2" and args.out.suffix != ".pt2":
         raise UlvmError(f"{args.out}: a .pt2 package's name must end in .pt2 (torch expects it)")
+    if args.size is not None and (args.size <= 0 or args.size % 32):
+        raise UlvmError(f"--size {args.size}: must be a positive multiple of 32 (the network halves it five times)")
+    export.check_export_target(args.out)            # before any work: no folder, no file of the user's
+    if args.quantize:
+        export.check_export_target(args.out.with_suffix(".int8.onnx"))
+    if args.report is not None:
+        if not args.evaluate:
+            raise UlvmError("--report writes the numbers of --evaluate: give --evaluate DATA too")
+        writable_file(args.report, "--report")
+    if args.evaluate:
+        load_data(args.evaluate)                     # a clear error now, not after both files are written
     model = load_weights(args.weights, "cpu")
+    args.size = args.size or getattr(getattr(model, "config", None), "input_size", 256)
     path = (export.export_pt2(model, args.out, size=args.size) if file_format == "pt2" else
             export.export_onnx(model, args.out, size=args.size, opset=args.opset))
     error = export.deployed_parity(model, path)
@@ -127,7 +168,6 @@ def _export(args: argparse.Namespace) -> int:
         files["int8"] = export.quantize_int8(path, path.with_suffix(".int8.onnx"), method="dynamic")
         print(f"exported {files['int8']}; INT8 vs fp32 on random inputs: {export.int8_difference(path, files['int8'])}")
     if args.evaluate:
-        from ..data.tensors import load_data
         from ..io import atomic_write_json
         from ..runtime import provenance
 

@@ -153,6 +153,9 @@ def run_train(args: argparse.Namespace) -> int:
         outs = [Path(str(args.out).replace("{seed}", str(seed))) for seed in args.seeds]
     else:
         configs, outs = [config], [args.out]
+    for out in outs:
+        if (out.exists() or out.is_symlink()) and not out.is_dir():
+            raise UlvmError(f"--out {out}: exists and is not a folder; a run is a folder (e.g. runs/NAME)")
     data = args.data
     if data is None:
         from ..data import default_dataset

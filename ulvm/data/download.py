@@ -4,8 +4,11 @@ The paper (§4.1) uses the ISIC 2017 and ISIC 2018 challenge training sets, whic
 as zip files, and PH2, which its authors distribute by hand. What this module guarantees:
 - streaming with a progress bar into `<file>.part`; an interrupted download RESUMES where it stopped
   (HTTP `Range` request; a server that ignores ranges restarts it from zero);
-- the size is checked against the server's and, where known, the expected one; the SHA-256 of what
-  was received is recorded in `raw/<name>/download.json` (and checked where known);
+- the size is checked against the server's; the MD5 against the official one (ISIC publishes them), for
+  a fresh download and for an archive found in `downloads/` alike (a wrong one is moved aside, never
+  deleted); the SHA-256 and MD5 of what was received are recorded in `raw/<name>/download.json`;
+- after extraction the folder must hold the dataset's layout (ISIC or PH2 image and mask pairs), or
+  nothing is kept;
 - extraction refuses members with absolute paths, `..` components (zip-slip), links and devices, and
   builds the folder under a temporary name: an interrupted extraction leaves nothing half-written;
 - idempotent: a second call finds `download.json` and does nothing.
@@ -15,6 +18,7 @@ Only the standard library speaks HTTP. Layout under `--root` (default `data/`): 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.client
 import logging
 import lzma
@@ -31,12 +35,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-
 from ..errors import DataError
-from ..progress import progress_bar
 from ..io import atomic_directory, atomic_write_json
-from .checks import file_sha256
-from .layouts import ph2_samples
+from ..progress import progress_bar
+from .layouts import isic_samples, ph2_samples
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +52,21 @@ DAMAGED_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, gzip
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One archive of a dataset: its path below the base URL; size and SHA-256 where known."""
+    """One archive of a dataset: its path below the base URL; size, SHA-256 and MD5 where known."""
     path: str
     size: int | None = None
     sha256: str | None = None
+    md5: str | None = None
 
 
-# The official training archives the paper uses (images and ground-truth masks). Their sizes and
-# checksums are not published next to them, so only the server's own Content-Length is checked and the
-# SHA-256 of what arrived is recorded for the record.
+# The official training archives the paper uses (images and ground-truth masks), with the MD5s the ISIC
+# challenge publishes for them: an archive (downloaded, from a mirror, or found in downloads/) is used only
+# if its MD5 is the official one. The SHA-256 of what arrived is recorded too.
 ARCHIVES = {
-    "isic2017": (RemoteFile("2017/ISIC-2017_Training_Data.zip"),
-                 RemoteFile("2017/ISIC-2017_Training_Part1_GroundTruth.zip")),
-    "isic2018": (RemoteFile("2018/ISIC2018_Task1-2_Training_Input.zip"),
-                 RemoteFile("2018/ISIC2018_Task1_Training_GroundTruth.zip")),
+    "isic2017": (RemoteFile("2017/ISIC-2017_Training_Data.zip", md5="a14a7e622c67a358797ae59abb8a0b0c"),
+                 RemoteFile("2017/ISIC-2017_Training_Part1_GroundTruth.zip", md5="77fdbeb6fbec4139937224416b250f4c")),
+    "isic2018": (RemoteFile("2018/ISIC2018_Task1-2_Training_Input.zip", md5="8b5be801f37b58ccf533df2928a5906b"),
+                 RemoteFile("2018/ISIC2018_Task1_Training_GroundTruth.zip", md5="ee5e5db7771d48fa2613abc7cb5c24e2")),
 }
 
 PH2_INSTRUCTIONS = f"""PH2 cannot be downloaded automatically: its authors (Universidade do Porto, ADDI project)
@@ -83,10 +86,20 @@ def _content_range_total(header: str | None, offset: int, url: str) -> int | Non
     return None if match.group(3) == "*" else int(match.group(3))
 
 
+def file_digests(path: Path) -> dict[str, str]:
+    """{"sha256", "md5"} of a file, read once."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha256.update(block)
+            md5.update(block)
+    return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
+
+
 def fetch(url: str, dest: str | os.PathLike, *, expected_size: int | None = None,
-          expected_sha256: str | None = None, attempts: int = 5, timeout: float = 60,
-          progress: bool = True, retry_pause: float = 2.0) -> dict:
-    """Download `url` to `dest`, resuming `dest.part` if present. Returns {"url", "size", "sha256"}.
+          expected_sha256: str | None = None, expected_md5: str | None = None, attempts: int = 5,
+          timeout: float = 60, progress: bool = True, retry_pause: float = 2.0) -> dict:
+    """Download `url` to `dest`, resuming `dest.part` if present. Returns {"url", "size", "sha256", "md5"}.
 
     A dropped connection is retried (resuming) up to `attempts` times, after a pause that doubles from
     `retry_pause` seconds (at most 60 s): a busy server gets time to recover. A wrong size or checksum
@@ -140,12 +153,41 @@ def fetch(url: str, dest: str | os.PathLike, *, expected_size: int | None = None
             part.unlink(missing_ok=True)
             raise DataError(f"{url}: received {size} bytes, {what} {wanted}; the partial file was "
                             f"removed, run the command again")
-    digest = file_sha256(part)
-    if expected_sha256 is not None and digest != expected_sha256:
-        part.unlink(missing_ok=True)
-        raise DataError(f"{url}: SHA-256 {digest} differs from the expected {expected_sha256}")
+    digests = file_digests(part)
+    for name, label, wanted in (("sha256", "SHA-256", expected_sha256), ("md5", "MD5", expected_md5)):
+        if wanted is not None and digests[name] != wanted:
+            part.unlink(missing_ok=True)          # our own partial file
+            raise DataError(f"{url}: {label} {digests[name]} differs from the official {wanted}: not the "
+                            "expected archive (or damaged in transit); nothing was kept")
     os.replace(part, dest)
-    return {"url": url, "size": size, "sha256": digest}
+    return {"url": url, "size": size, **digests}
+
+
+def _verified_cached(archive: Path, remote: RemoteFile, url: str) -> dict:
+    """An archive already in downloads/, checked against the official MD5. One that differs is moved aside
+    (never deleted: it may not be ours), and the error says where, so that the next run downloads afresh."""
+    digests = file_digests(archive)
+    if remote.md5 is not None and digests["md5"] != remote.md5:
+        aside = archive.with_name(archive.name + ".rejected")
+        for n in range(1, 1000):
+            if not (aside.exists() or aside.is_symlink()):
+                break
+            aside = archive.with_name(f"{archive.name}.rejected{n}")
+        os.replace(archive, aside)
+        raise DataError(f"{archive}: MD5 {digests['md5']} is not the official {remote.md5} (another file, or a "
+                        f"damaged download): moved aside to {aside.name}; run the command again to download it "
+                        "afresh (delete the moved file when you no longer need it)")
+    return {"url": url, "size": archive.stat().st_size, **digests}
+
+
+def check_layout(name: str, folder: Path, archives: list[Path]) -> int:
+    """The number of (image, mask) pairs the extracted `folder` holds in dataset `name`'s layout; a
+    DataError naming the archives when it holds none (a zip of something else)."""
+    try:
+        return len(ph2_samples(folder) if name == "ph2" else isic_samples(folder))
+    except DataError as error:
+        raise DataError(f"{', '.join(map(str, archives))}: extracted, but not a {name} dataset ({error}); "
+                        "nothing was kept") from None
 
 
 def _check_member_name(name: str, archive: Path) -> None:
@@ -235,7 +277,7 @@ def download(name: str, root: str | os.PathLike = "data", *, source: str | os.Pa
         if not source.is_file():
             raise DataError(f"{source}: no such archive or folder")
         _refuse_foreign(raw)
-        records = [{"file": source.name, "size": source.stat().st_size, "sha256": file_sha256(source)}]
+        records = [{"file": source.name, "size": source.stat().st_size, **file_digests(source)}]
         archives = [source]
     elif name in ARCHIVES:
         _refuse_foreign(raw)
@@ -244,10 +286,10 @@ def download(name: str, root: str | os.PathLike = "data", *, source: str | os.Pa
             archive = root / "downloads" / PurePosixPath(remote.path).name
             url = f"{base_url.rstrip('/')}/{remote.path}"
             if archive.is_file():
-                record = {"url": url, "size": archive.stat().st_size, "sha256": file_sha256(archive)}
+                record = _verified_cached(archive, remote, url)
             else:
                 record = fetch(url, archive, expected_size=remote.size, expected_sha256=remote.sha256,
-                               progress=progress)
+                               expected_md5=remote.md5, progress=progress)
             records.append(record)
             archives.append(archive)
     else:
@@ -255,5 +297,6 @@ def download(name: str, root: str | os.PathLike = "data", *, source: str | os.Pa
     # a killed extraction leaves nothing behind; only an empty folder is replaced
     with atomic_directory(raw, overwrite=True, replaceable=_replaceable_raw) as tmp:
         extract_into(archives, tmp)
-        atomic_write_json(tmp / MARKER, {"dataset": name, "files": records})
+        pairs = check_layout(name, tmp, archives)
+        atomic_write_json(tmp / MARKER, {"dataset": name, "files": records, "pairs": pairs})
     return raw

@@ -47,12 +47,16 @@ def _files(root: Path, pattern: str) -> list[Path]:
 
 
 def _unique_by_id(files: list[Path], make_id, what: str) -> dict[str, Path]:
+    """Files by id; two ids that differ only in letter case are refused too: their prepared files
+    (`images/<id>.png`) would be one file on a macOS or Windows disk."""
     found: dict[str, Path] = {}
+    folded: dict[str, Path] = {}
     for path in files:
         key = make_id(path)
-        if key in found:
-            raise DataError(f"{path}: duplicate {what} id {key!r} (also {found[key]})")
-        found[key] = path
+        if key.casefold() in folded:
+            raise DataError(f"{path}: duplicate {what} id {key!r} (also {folded[key.casefold()]}; ids must differ "
+                            "in more than letter case)")
+        found[key] = folded[key.casefold()] = path
     return found
 
 

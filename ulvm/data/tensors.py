@@ -49,6 +49,13 @@ def split_tensors(prepared: PreparedDataset, split: str, config: Config, device:
     return images, masks, [prepared.ids[i] for i in rows]
 
 
+def pixel_hashes(prepared: PreparedDataset, ids: list[str]) -> dict[str, str]:
+    """id -> the SHA-256 of its prepared pixels (the manifest's), for the given ids: what identifies an image
+    across datasets, whatever its name."""
+    recorded = {sample["id"]: sample["pixels_sha256"] for sample in prepared.manifest["samples"]}
+    return {key: recorded[key] for key in ids}
+
+
 def to_input_size(images: torch.Tensor, masks: torch.Tensor, size: int):
     """Resize a batch to the model's input size when the prepared data has another size (quick profile).
 

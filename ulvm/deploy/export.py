@@ -19,6 +19,8 @@ Needs the `export` extra: `pip install "ulvm[export]"` (onnx, onnxruntime).
 The .pt2 package (`export_pt2`, `load_pt2`; `ulvm export --format pt2`, `ulvm predict --weights x.pt2`) has
 the same contract as a torch function, runs ~3x faster than ONNX Runtime on our CPU (`cpu_benchmark`), and
 runs only with the torch and on the kind of CPU that built it, with ulvm installed for its scan operator.
+A package is compiled code, run when it is loaded: `load_pt2` loads only packages this user exported (their
+SHA-256 is recorded in a per-user trust list) or ones the caller marks trusted (`ulvm.deploy.trust`).
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ import copy
 import io
 import logging
 import os
+import shutil
 import tempfile
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +43,7 @@ from ..errors import UlvmError
 from ..io import atomic_file, atomic_write_bytes
 from ..runtime import interleaved_ms
 from ..ssm import REGISTRY, resolve
+from .trust import check_trusted, record_trusted
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +282,9 @@ def export_pt2(model: torch.nn.Module, path: str | os.PathLike, size: int = 256,
         program = torch.export.export(copied.to(memory_format=torch.channels_last), (example,))
         torch._inductor.aoti_compile_and_package(
             program, package_path=buffer, inductor_configs={**PT2_INDUCTOR_OPTIONS, "aot_inductor.metadata": metadata})
-    return atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
+    record_trusted(path)                 # built here by this user: `load_pt2` may load it
+    return Path(path)
 
 
 class CompiledPackage(torch.nn.Module):
@@ -313,6 +320,27 @@ class CompiledPackage(torch.nn.Module):
         return self
 
 
+def check_export_target(path: str | os.PathLike) -> Path:
+    """`path` may be written by an export: a new file name, or a file an earlier export wrote (a .pt2 with our
+    metadata, an ONNX file with our input and output names); never a folder or another file of the user's."""
+    path = Path(path)
+    if path.is_dir():
+        raise UlvmError(f"{path}: is a folder; give the file name to export to (e.g. {path / 'ulvm.onnx'})")
+    if path.exists() or path.is_symlink():
+        try:
+            if path.suffix == ".pt2":
+                ours = pt2_metadata(path).get("format") == PT2_FORMAT
+            else:
+                import onnx
+                graph = onnx.load(str(path), load_external_data=False).graph
+                ours = ([i.name for i in graph.input], [o.name for o in graph.output]) == ([INPUT_NAME], [OUTPUT_NAME])
+        except Exception:            # not ONNX, not a package, unreadable: not ours
+            ours = False
+        if path.is_symlink() or not ours:
+            raise UlvmError(f"{path}: exists and is not a file ulvm export wrote: not replaced; choose another --out")
+    return path
+
+
 def pt2_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a .pt2 package, read without loading it (as torch's own loader first reads it:
     loading needs our operator first); a clear error naming the file when it is not a package."""
@@ -324,10 +352,16 @@ def pt2_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise UlvmError(f"{path}: not a readable .pt2 package ({type(error).__name__}: {error})") from None
 
 
-def load_pt2(path: str | os.PathLike) -> CompiledPackage:
+def load_pt2(path: str | os.PathLike, trust: bool = False) -> CompiledPackage:
     """A package written by `export_pt2`, loaded for calls; a clear error naming the file when it is not one,
-    was built by another torch, or needs the "cpp" operator where it cannot be built."""
+    was built by another torch, or needs the "cpp" operator where it cannot be built.
+
+    A package is compiled code that runs when it is loaded: only a package this user's `ulvm export` wrote
+    is loaded, or with `trust=True` one the caller vouches for (`ulvm.deploy.trust`)."""
     path = Path(path)
+    if not path.is_file():
+        raise UlvmError(f"{path}: no such file")
+    check_trusted(path, trust)
     metadata = pt2_metadata(path)
     if metadata.get("format") != PT2_FORMAT:
         raise UlvmError(f"{path}: not a package of `ulvm export --format pt2` (no {PT2_FORMAT!r} in its metadata)")
@@ -345,7 +379,31 @@ def load_pt2(path: str | os.PathLike) -> CompiledPackage:
             reason = REGISTRY["cpp"].why_unavailable(torch.zeros(()))   # builds and loads the operator
         if reason:
             raise UlvmError(f"{path}: calls ulvm's C++ operators, which cannot run here: {reason}")
-    return CompiledPackage(path, torch._inductor.aoti_load_package(str(path)), metadata).eval()
+    loader, extracted = _load_package(path)
+    package = CompiledPackage(path, loader, metadata).eval()
+    weakref.finalize(package, shutil.rmtree, extracted, ignore_errors=True)   # once the loader is gone
+    return package
+
+
+def _load_package(path: Path):
+    """AOTInductor's loader, with the folder it extracts the package into made inside a private temporary
+    folder, removed when loading fails (the loader itself leaves it behind then); returns (loader, folder)."""
+    private = Path(tempfile.mkdtemp(prefix="ulvm-pt2-"))
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(private)      # where the loader's C++ makes its extraction folder
+    tempfile.tempdir = None                  # and where Python's tempfile looks, re-read below
+    try:
+        return torch._inductor.aoti_load_package(str(path)), private
+    except Exception as error:
+        shutil.rmtree(private, ignore_errors=True)
+        raise UlvmError(f"{path}: cannot load this .pt2 package ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        tempfile.tempdir = None
 
 
 def cpu_benchmark(model: torch.nn.Module | None = None, size: int = 256, repeats: int = 20, warmup: int = 3,

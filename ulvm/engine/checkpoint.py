@@ -19,6 +19,7 @@ with or without the `module.` prefix of `nn.DataParallel`.
 """
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,9 +46,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise RunError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated file, not a torch file, or objects weights_only refuses
-        raise RunError(f"{path}: cannot read checkpoint with weights_only=True "
-                       f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    except pickle.UnpicklingError:  # objects weights_only refuses: torch's message suggests the unsafe way
+        raise RunError(f"{path}: not a ulvm checkpoint or official weights: it holds Python objects besides tensors "
+                       "and numbers, and ulvm never loads those (loading them runs code from the file)") from None
+    except Exception as error:  # truncated file, not a torch file
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise RunError(f"{path}: not a readable checkpoint ({type(error).__name__}: {first[:200]})") from None
 
 
 def save_checkpoint(path: str | Path, **content: Any) -> Path:

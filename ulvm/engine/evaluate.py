@@ -27,7 +27,7 @@ import torch
 
 from ..config import Config, RunSettings
 from ..data.prepare import png_bytes
-from ..data.tensors import load_data, split_tensors
+from ..data.tensors import load_data, pixel_hashes, split_tensors
 from ..errors import RunError
 from ..io import atomic_directory, atomic_write_bytes, atomic_write_json
 from ..metrics import COUNT_NAMES, GT_THRESHOLD, bootstrap_ci, confusion_counts, per_image_metrics, pooled_metrics
@@ -75,6 +75,8 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
         save_predictions = None
 
     images, masks, ids = split_tensors(prepared, split, eval_config, device)
+    if run_info:
+        run_info["seen_in_training"] = _seen_in_training(checkpoint["data"], prepared, split, ids, run_dir)
     counts, kept = [], []
     for part, probs in predict_batches(model, images, settings.eval_batch_size):
         counts.append(confusion_counts(probs, masks[part], config.threshold))       # (batch, 4) on device
@@ -108,6 +110,30 @@ def evaluate(run_dir_or_model, data, *, split: str = "test", fold: int | None = 
                                 "unit": "image", "statistic": "pooled dsc"}
     results["eval_time_s"] = time.perf_counter() - started
     return results
+
+
+def _seen_in_training(trained_on: dict[str, Any], prepared, split: str, ids: list[str], run_dir: Path) -> int | None:
+    """How many images of the split the run trained or was selected on; a test split with any is refused.
+
+    Checkpoints record the training and validation images (`seen_images`: id -> pixel hash), so an image is
+    recognised by its pixels, whatever it is called. Older ones record only the data's hashes: then only
+    the case that hides a leak best is caught, the run's own data folder prepared again with other splits
+    (None: unknown)."""
+    if "seen_images" not in trained_on:
+        same_folder = Path(trained_on["root"]).resolve() == Path(prepared.root).resolve()
+        if split == "test" and same_folder and trained_on["content_hash"] != prepared.content_hash:
+            raise RunError(f"{prepared.root} was prepared again since {run_dir} trained on it (content "
+                           f"{trained_on['content_hash'][:12]}, now {prepared.content_hash[:12]}), and this run's "
+                           "checkpoint does not record which images it trained on: its test split may hold training "
+                           "images. Test on the data as it was prepared, or train the run again")
+        return None
+    seen_pixels = set(trained_on["seen_images"].values())
+    seen = sorted(key for key, digest in pixel_hashes(prepared, ids).items() if digest in seen_pixels)
+    if split == "test" and seen:
+        raise RunError(f"{prepared.root}: {len(seen)} of the {len(ids)} test images were training or validation "
+                       f"images of {run_dir} (e.g. {seen[0]}): its DSC would not be a test. Test on data the run "
+                       "did not train on (the dataset as it was prepared for the run, or another one)")
+    return len(seen)
 
 
 def results_path(run_dir: str | Path, results: dict[str, Any]) -> Path:

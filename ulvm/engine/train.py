@@ -50,7 +50,7 @@ import torch
 
 from ..config import Config, RunSettings
 from ..data.batcher import TrainBatcher
-from ..data.tensors import load_data, split_tensors
+from ..data.tensors import load_data, pixel_hashes, split_tensors
 from ..errors import RunError
 from ..progress import progress_bar
 from ..registry import build_model
@@ -123,8 +123,8 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
         # algorithms once per shape picks a much faster one (measured in `ulvm bench`).
         torch.backends.cudnn.benchmark = True
     prepared = load_data(data)
-    train_images, train_masks, _ = split_tensors(prepared, "train", config, device, config.max_images)
-    val_images, val_masks, _ = split_tensors(prepared, "val", config, device, config.max_images)
+    train_images, train_masks, train_ids = split_tensors(prepared, "train", config, device, config.max_images)
+    val_images, val_masks, val_ids = split_tensors(prepared, "val", config, device, config.max_images)
     batcher = TrainBatcher(prepared, train_images, train_masks, config, device)
     if batcher.steps() == 0:
         raise RunError(f"{prepared.root}: {train_images.shape[0]} training images are fewer than "
@@ -143,7 +143,10 @@ def _setup(config: Config, data, run_dir: Path, settings: RunSettings, resume: b
     optimizer, scheduler = build_optimizer(model, config, capturable=graphed)
     data_info = {"root": str(Path(prepared.root).resolve()), "manifest_hash": prepared.manifest_hash,
                  "content_hash": prepared.content_hash,
-                 "train_images": int(train_images.shape[0]), "val_images": int(val_images.shape[0])}
+                 "train_images": int(train_images.shape[0]), "val_images": int(val_images.shape[0]),
+                 # the images the model saw (and was selected on), id -> pixel hash: `evaluate` refuses a test
+                 # split holding any of them, even under another name or in data prepared again
+                 "seen_images": pixel_hashes(prepared, [*train_ids, *val_ids])}
     scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
     run = _Training(config, settings, run_dir, device, model, _step_model(model, settings, device), optimizer,
                     scheduler, scaler, batcher, (val_images, val_masks), data_info, graphed)
@@ -226,13 +229,18 @@ def _end_epoch(run: _Training, row: dict[str, float], started: float, board) -> 
              "epoch": epoch, "config": run.config.to_dict(), "history": run.history, "data": run.data_info}
     if run.scaler is not None:
         state["scaler"] = run.scaler.state_dict()
-    if row["val_loss"] < run.best["val_loss"]:
-        run.best = {"epoch": epoch, "val_loss": row["val_loss"]}
-        save_checkpoint(run.run_dir / "best.pt", **state, best=run.best)
-    # last.pt after best.pt: a kill in between leaves best.pt one epoch ahead, and the resumed run
-    # redoes that epoch identically, so both files end up as in an uninterrupted run.
-    save_checkpoint(last_path, **state, best=run.best)
-    RunFolder(run.run_dir).write_log(run.history)
+    try:
+        if row["val_loss"] < run.best["val_loss"]:
+            run.best = {"epoch": epoch, "val_loss": row["val_loss"]}
+            save_checkpoint(run.run_dir / "best.pt", **state, best=run.best)
+        # last.pt after best.pt: a kill in between leaves best.pt one epoch ahead, and the resumed run
+        # redoes that epoch identically, so both files end up as in an uninterrupted run.
+        save_checkpoint(last_path, **state, best=run.best)
+        RunFolder(run.run_dir).write_log(run.history)
+    except OSError as error:      # a full disk (ENOSPC), a quota, a disk gone read-only: every write is atomic
+        kept = f"{last_path} of epoch {epoch - 1} is intact" if epoch > 1 else "no checkpoint was written yet"
+        raise RunError(f"{run.run_dir}: epoch {epoch} could not be saved ({error.strerror or error}); {kept}: "
+                       "free some space and run the same command again to resume") from None
     if board is not None:
         for key in ("lr", "train_loss", "val_loss", "val_dsc", "val_iou"):
             board.add_scalar(key, row[key], epoch)

@@ -4,7 +4,8 @@ Twin of `mamba_ssm.modules.mamba_simple.Mamba` (mamba-ssm 2.x): same parameter n
 initialisation, same forward math (its "slow path"), so a state dict saved from mamba-ssm's `Mamba`
 loads here with `strict=True` and gives the same output. The selective scan inside is pluggable
 (`backend=`, see `ulvm.ssm.scan`); with backend "cuda" the block calls mamba-ssm's fused kernels exactly as
-mamba-ssm does. The book walks through it in `notebooks/02_mamba_block.ipynb` (its parameters: `02_mamba_parameters.ipynb`).
+mamba-ssm does. The book walks through it in `notebooks/02_mamba_block.ipynb` (its parameters:
+`02_mamba_parameters.ipynb`).
 
 Data flow for one block (B = batch, L = tokens, E = d_inner = expand * d_model, N = d_state, R = dt_rank):
 
