@@ -16,7 +16,7 @@ def test_a_copy_without_git_reads_its_stamp_and_notices_edits(tmp_path, monkeypa
     assert version.read_stamp(stamp) is None                             # no stamp: nothing to say
     stamp.write_text(json.dumps({"version": "abc1234", "source_hash": version.source_hash(package)}))
     assert version.read_stamp(stamp) == "abc1234"
-    (package / "train.py").write_text((package / "train.py").read_text() + "\n# edited\n")
+    (package / "engine" / "train.py").write_text((package / "engine" / "train.py").read_text() + "\n# edited\n")
     assert version.read_stamp(stamp) == "abc1234-dirty"
     stamp.write_text("{}")
     with pytest.raises(RunError, match="VERSION.json: not a version stamp"):
