@@ -13,7 +13,7 @@ from ulvm.errors import UlvmError
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from ulvm.deploy import export  # noqa: E402
+from ulvm.deploy import export, package  # noqa: E402
 from ulvm.model import UltraLightVMUNet  # noqa: E402
 
 torch.set_num_threads(1)
@@ -79,7 +79,7 @@ def test_cpu_benchmark_times_every_deployment_path_in_one_process(tmp_path):
     rows = export.cpu_benchmark(model, size=SIZE, repeats=1, warmup=0, threads=1, workdir=tmp_path,
                                 progress=lambda line: None)
     by_path = {row["path"]: row for row in rows}
-    cpp = ["torch eager cpp"] if export.fastest_cpu_backend() == "cpp" else []     # where the operator builds
+    cpp = ["torch eager cpp"] if package.fastest_cpu_backend() == "cpp" else []     # where the operator builds
     assert list(by_path) == ["torch eager parallel", "torch eager chunked", *cpp, "onnxruntime fp32",
                              "onnxruntime int8 static", "onnxruntime int8 dynamic"]
     for path in ("torch eager chunked", *cpp, "onnxruntime fp32"):
@@ -113,7 +113,7 @@ def test_compile_for_cpu_computes_what_the_model_computes():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.GELU()).eval()
     x = torch.rand(1, 3, 8, 8)
-    compiled = export.compile_for_cpu(model, x)
+    compiled = package.compile_for_cpu(model, x)
     with torch.no_grad():
         assert torch.allclose(compiled(x), model(x), rtol=1e-5, atol=1e-6)
 
@@ -129,7 +129,7 @@ def test_a_pt2_package_this_user_did_not_build_is_not_loaded_unless_trusted(tmp_
     from PIL import Image
 
     from ulvm.cli import main
-    from ulvm.deploy.export import load_pt2
+    from ulvm.deploy.package import load_pt2
     from ulvm.deploy.trust import trust_file
 
     evil = tmp_path / "evil.pt2"
@@ -163,7 +163,7 @@ def test_a_package_that_fails_to_load_leaves_no_extracted_folder(tmp_path, monke
 
     import torch
 
-    from ulvm.deploy.export import _load_package
+    from ulvm.deploy.package import _load_package
 
     made = []
 

@@ -171,7 +171,7 @@ def test_a_pt2_package_predicts_in_a_fresh_process_what_the_checkpoint_predicts(
     come back at the original size, the same as the checkpoint's at the package's input size."""
     import torch
 
-    from ulvm.deploy.export import load_pt2
+    from ulvm.deploy.package import load_pt2
 
     model = load_pt2(package)
     assert model.metadata["scan"] == "cpp" and not list(package.parent.glob(".*.tmp"))
@@ -195,7 +195,7 @@ def test_a_pt2_package_predicts_in_a_fresh_process_what_the_checkpoint_predicts(
 def test_a_pt2_package_refuses_what_it_cannot_do_with_a_clear_error(package, tmp_path, monkeypatch, capsys):
     import torch
 
-    from ulvm.deploy.export import load_pt2
+    from ulvm.deploy.package import load_pt2
     from ulvm.deploy.prediction import load_weights
 
     model = load_pt2(package)

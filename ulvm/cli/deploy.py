@@ -56,7 +56,7 @@ def register(sub) -> None:
                                    "pt2: the same function compiled ahead of time by AOTInductor with the fused C++ "
                                    "scan ('cpp'), for one image at a time, two to four times as fast on a CPU; it runs "
                                    "with this torch on this kind of CPU, through `ulvm predict --weights FILE.pt2` "
-                                   "or `ulvm.deploy.export.load_pt2`; it is compiled code, so its SHA-256 is recorded "
+                                   "or `ulvm.deploy.package.load_pt2`; it is compiled code, so its SHA-256 is recorded "
                                    "in your trust list (~/.cache/ulvm/trusted_packages.json), and only such packages "
                                    "load without --trust-package (compiling takes about 3 minutes: it times its "
                                    "matrix products). Checked against PyTorch after writing.")
@@ -129,7 +129,7 @@ def _write_predict_report(args: argparse.Namespace, report, masks: int, agreemen
 
 def _export(args: argparse.Namespace) -> int:
     from ..data.tensors import load_data
-    from ..deploy import export
+    from ..deploy import export, package
     from ..deploy.prediction import load_weights
     from ..errors import UlvmError
     from ..io import writable_file
@@ -154,7 +154,7 @@ def _export(args: argparse.Namespace) -> int:
         load_data(args.evaluate)                     # a clear error now, not after both files are written
     model = load_weights(args.weights, "cpu")
     args.size = args.size or getattr(getattr(model, "config", None), "input_size", 256)
-    path = (export.export_pt2(model, args.out, size=args.size) if file_format == "pt2" else
+    path = (package.export_pt2(model, args.out, size=args.size) if file_format == "pt2" else
             export.export_onnx(model, args.out, size=args.size, opset=args.opset))
     error = export.deployed_parity(model, path)
     checked_in = "the package" if file_format == "pt2" else "ONNX Runtime"

@@ -5,7 +5,7 @@
 * `group_norm.cpp`: group normalisation, NCHW or channels-last (`direct_group_norms_` swaps it in).
 
 They are real PyTorch operators, so torch.compile and AOTInductor keep each as one call in the code they
-generate (`ulvm.deploy.export`), and a .pt2 package calls them by name: `ulvm.deploy.export.load_pt2`
+generate (`ulvm.deploy.package`), and a .pt2 package calls them by name: `ulvm.deploy.package.load_pt2`
 loads the library first.
 Forward only, CPU tensors, fp32 and fp64.
 

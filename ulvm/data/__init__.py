@@ -10,7 +10,8 @@ from importlib import import_module
 
 from .download import PH2_INSTRUCTIONS, check_archive, download, fetch
 from .layouts import parse_ph2_diagnoses, raw_samples
-from .prepare import KINDS, PreparedDataset, load_prepared, prepare
+from .prepare import KINDS, prepare
+from .prepared import PreparedDataset, load_prepared
 from .splits import PAPER_COUNTS, kfold_splits, seeded_split
 from .synthetic import default_dataset
 

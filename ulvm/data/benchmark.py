@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from .augment import augment_batch
 from .dataset import SegmentationDataset, seeded_generator, worker_init_fn
-from .prepare import load_prepared, prepare
+from .prepare import prepare
+from .prepared import load_prepared
 from .synthetic import default_dataset
 
 EPOCH_IMAGES, BATCH = 1250, 8

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from .augment import paper_augment
-from .prepare import PreparedDataset
+from .prepared import PreparedDataset
 
 
 def split_statistics(images, rows=None, chunk: int = 64) -> tuple[float, float]:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..config import Config
 from .dataset import paper_normalize, split_statistics
-from .prepare import PreparedDataset, load_prepared
+from .prepared import PreparedDataset, load_prepared
 
 
 def load_data(data) -> PreparedDataset:

@@ -2,5 +2,7 @@
 
     pretrained/    the shipped weights and their model card
     prediction.py  images in (any size), masks out, scored against expert masks on request
-    export.py      ONNX and the AOTInductor .pt2 package for CPUs, and the CPU deployment benchmark
+    export.py      ONNX (export, ONNX Runtime, INT8) and the CPU deployment benchmark
+    package.py     the AOTInductor .pt2 package for CPUs: compiled code, loaded only when trusted
+    trust.py       which .pt2 packages may be loaded
 """

@@ -51,7 +51,7 @@ from .pretrained import available, load_pretrained
 def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", device: str = "cpu",
                  backend: str = "auto", trust_package: bool = False) -> torch.nn.Module:
     """A model in eval mode from a shipped name, a run folder, a checkpoint / weights file, an official .pth,
-    or a .pt2 package (`ulvm.deploy.export.load_pt2`: compiled code, loaded only if this user exported it
+    or a .pt2 package (`ulvm.deploy.package.load_pt2`: compiled code, loaded only if this user exported it
     or `trust_package`). Checkpoints and weights files are read with weights_only=True: they run no code."""
     if isinstance(weights, torch.nn.Module):
         return weights.to(device).eval()
@@ -59,7 +59,7 @@ def load_weights(weights: str | os.PathLike | torch.nn.Module = "isic2017", devi
         return load_pretrained(str(weights), device, backend)
     path = Path(weights)
     if path.suffix == ".pt2":         # compiled ahead of time by `ulvm export --format pt2`: CPU only
-        from .export import load_pt2
+        from .package import load_pt2
 
         if backend != "auto":
             raise UlvmError(f"{path}: the scan is compiled into the package ({backend!r} cannot be chosen)")

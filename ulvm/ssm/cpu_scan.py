@@ -3,7 +3,7 @@
 The fastest CPU scan we have, well ahead of "parallel" or "chunked", eager or under torch.compile (the
 timings are in `book/results/bench/NOTES.md`): one loop over the sequence that keeps the state in registers.
 It is a real PyTorch operator, `torch.ops.ulvm.selective_scan`, so torch.compile keeps it as one call in
-its compiled graph (`ulvm.deploy.export.compile_for_cpu`).
+its compiled graph (`ulvm.deploy.package.compile_for_cpu`).
 
 Forward only (no backward: train with "parallel"), CPU tensors. The operator is one of `ulvm.cpp`'s, built
 from source the first time it is used in a Python environment (~1 minute, with a C++ compiler and ninja);
