@@ -7,8 +7,8 @@ former launch); "grouped" = one grouped call, one channel per program; "after" =
 settings as they are (one grouped call, up to `triton_scan.BLOCK_D` channels per program). LightM-UNet has
 no SS2D: its "before" is "grouped". For each mode (eager, CUDA graph, torch.compile + CUDA graph), model and
 variant it times one epoch of the paper protocol on synthetic tensors of the paper's
-shapes: 1250 training images of 3x256x256 at batch 8 (156 full batches through `ulvm.train.train_step`,
-graphed as `ulvm.train` graphs them, and the short batch of 2 eagerly beside the graph), then the
+shapes: 1250 training images of 3x256x256 at batch 8 (156 full batches through `ulvm.engine.train.train_step`,
+graphed as `ulvm.engine.train` graphs them, and the short batch of 2 eagerly beside the graph), then the
 validation pass over 150 images (`ulvm.inference.validate`). Left out against `ulvm train`'s epoch_time_s:
 the GPU augmentation of the batches and the checkpoint writes. A few steps and one validation batch run
 first, untimed (cuDNN's algorithm search, graph capture, compilation).

@@ -2,7 +2,7 @@
 // Nothing is uploaded anywhere: the file is decoded, resized and segmented on this machine by
 // onnxruntime-web (WebAssembly); the page makes no request but for its own files.
 //
-// Every step follows `ulvm.predict` (ulvm/prediction.py), so the page's mask is the one `ulvm predict`
+// Every step follows `ulvm.predict` (ulvm/deploy/prediction.py), so the page's mask is the one `ulvm predict`
 // writes for the same file:
 //   1. decode the file to RGB, turned upright by its EXIF orientation, with no colour management
 //      (PIL applies none either): `read_image(path, upright=True)`;
@@ -202,7 +202,7 @@
     const shown = new ImageData(width, height), maskPixels = new ImageData(width, height);
     for (let p = 0; p < width * height; p++) {
       const x = p % width, y = (p - x) / width, inside = mask[p] === 1;
-      // an outline pixel is inside with a 4-neighbour outside (ulvm.inference.outline; edges count as inside)
+      // an outline pixel is inside with a 4-neighbour outside (ulvm.engine.inference.outline; edges count as inside)
       const edge = inside && ((x > 0 && !mask[p - 1]) || (x < width - 1 && !mask[p + 1]) ||
                               (y > 0 && !mask[p - width]) || (y < height - 1 && !mask[p + width]));
       for (let c = 0; c < 3; c++) {
