@@ -74,21 +74,26 @@ def test_lower_rooms_never_import_the_engine():
     assert not wrong
 
 
-def test_no_import_cycles():
+def assert_no_cycle(graph: dict[str, set[str]], what: str) -> None:
+    """Depth-first search of `graph` (node -> the nodes it imports); a loop fails, naming its path."""
     state: dict[str, str] = {}
 
     def visit(node, stack):
         state[node] = "open"
-        for nxt in sorted(GRAPH[node]):
+        for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                raise AssertionError(f"{what}: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
             if nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"
 
-    for name in sorted(GRAPH):
+    for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+def test_no_import_cycles():
+    assert_no_cycle(GRAPH, "import cycle")
 
 
 def test_no_two_rooms_import_each_other():
@@ -98,20 +103,7 @@ def test_no_two_rooms_import_each_other():
     rooms = {}
     for module, targets in GRAPH.items():
         rooms.setdefault(room(module), set()).update(room(t) for t in targets if room(t) != room(module))
-    state: dict[str, str] = {}
-
-    def visit(node, stack):
-        state[node] = "open"
-        for nxt in sorted(rooms.get(node, ())):
-            if state.get(nxt) == "open":
-                raise AssertionError("rooms in a loop: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
-            if nxt not in state:
-                visit(nxt, stack + [nxt])
-        state[node] = "done"
-
-    for name in sorted(rooms):
-        if name not in state:
-            visit(name, [name])
+    assert_no_cycle(rooms, "rooms in a loop")
 
 
 def test_package_api_and_help_do_not_load_torch():

@@ -3,8 +3,8 @@
 // stride 1, groups 1, zero padding: what F.conv2d computes for those, nothing more.
 //
 // Why: oneDNN, behind F.conv2d on a CPU, computes output channels in blocks of 8 (AVX2) and is slow where a layer
-// has fewer: the bridge's 2→1 7×7 dilation-3 convolution (model/bridge.py) took ~2.2 ms for its five maps of a
-// 256² image in eager PyTorch and ~2 ms of the .pt2 package's 8.6 (book/results/bench/NOTES.md rows 26 and 29).
+// has fewer, such as the bridge's 2→1 7×7 dilation-3 convolution (model/bridge.py), a large share of a CPU
+// forward pass for its size (measured in book/results/bench/NOTES.md).
 //
 // Glossary: batch b, output channel o (O of them), input channel c (C), kernel taps (ky, kx) of a KH × KW
 // kernel, padding (PH, PW), dilation (DH, DW); x (b, C, H, W), weight (O, C, KH, KW), bias (O) or none,

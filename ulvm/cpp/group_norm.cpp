@@ -3,18 +3,16 @@
 //
 // Why: Inductor runs the model's convolutions channels-last (oneDNN's layout), where a group is a few adjacent
 // channels of every pixel. For the first stage's 8 channels at 256² (groups of 2), the code it generates
-// reduces one group at a time with masked 2-wide vector loads: the group norm, pooling and GELU after the first
-// convolution took ~1.4 ms of the .pt2 package's time (book/results/bench/NOTES.md row 37). This operator
-// keeps the layout it is given, so a model exported channels-last stays channels-last around it: the package
-// went from 5.5 to 4.4 ms (row 40).
+// reduces one group at a time with masked 2-wide vector loads, a slow part of the .pt2 package (its profile and
+// the gain of this operator are in book/results/bench/NOTES.md). This operator keeps the layout it is given, so
+// a model exported channels-last stays channels-last around it.
 //
 // Glossary: batch b, channel c (C of them) in group g = c / (C / G) (G groups), pixel p (P = H · W), x (b, C, H, W)
 // channels-last (x[b, p, c]) or NCHW (x[b, c, p]), weight γ (C), bias β (C);
 //   μ_g = mean over (p, c in g) of x,   σ²_g = mean over (p, c in g) of (x − μ_g)²   (in double),
 //   out[b, c, p] = (x[b, c, p] − μ_g) / √(σ²_g + ε) · γ[c] + β[c] = x · scale[c] + shift[c],   in x's layout.
 // Two reads of the image, each along memory (one SIMD loop): shifted sums and sums of squares for μ_g and σ²_g,
-// then the affine map (a first version read it three times, the mean before the squares: 25% slower, NOTES row
-// 42). The pixels are cut into a fixed number of parts (at::parallel_for), so the partial sums, and the result,
+// then the affine map (reading the mean before the squares would take a third pass). The pixels are cut into a fixed number of parts (at::parallel_for), so the partial sums, and the result,
 // do not depend on the number of threads.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
